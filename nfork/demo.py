@@ -1,0 +1,90 @@
+"""The embedded demo: three loopback backends and an inbound forking to them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.logger import Logger
+from twisted.web import server
+from twisted.web.resource import Resource
+
+from nfork.config import InboundConfig, load_config
+
+DEMO_LISTEN = "127.0.0.1:9080"
+DEMO_BACKENDS = {"prod": 9081, "staging": 9082, "logging": 9083}
+
+
+class DemoBackend(Resource):
+    """A backend that answers with its own name and logs what it received."""
+
+    isLeaf = True
+    _log = Logger()
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def render(self, request: server.Request) -> bytes:
+        """Log the request copy and answer with the backend's name."""
+        body = request.content.read() if request.content is not None else b""
+        self._log.info(
+            "[{backend}] received {method} {uri} ({size} bytes body, X-Nfork: {nfork})",
+            backend=self.name,
+            method=request.method.decode("latin-1"),
+            uri=request.uri.decode("latin-1"),
+            size=len(body),
+            nfork=(request.getHeader(b"x-nfork") or b"-").decode("latin-1"),
+        )
+        request.setHeader(b"Content-Type", b"text/plain")
+        request.setHeader(b"X-Backend", self.name.encode())
+        return f"hello from {self.name}\n".encode()
+
+
+def demo_config() -> tuple[InboundConfig, ...]:
+    """The demo's inbound: 127.0.0.1:9080 forking to the three backends."""
+    out = ", ".join(
+        f'"{name}": "127.0.0.1:{port}"' for name, port in DEMO_BACKENDS.items()
+    )
+    return load_config(
+        f'[{{"name": "demo", "listen": "{DEMO_LISTEN}", "out": {{{out}}}, '
+        f'"active": "prod", "timeout": "1s"}}]'
+    )
+
+
+def demo_backends(reactor: Any) -> MultiService:
+    """A service running the three demo backends on loopback."""
+    backends = MultiService()
+    for name, port in DEMO_BACKENDS.items():
+        site = server.Site(DemoBackend(name))
+        site.noisy = False
+        site.log = lambda request: None  # type: ignore[method-assign]
+        endpoint = TCP4ServerEndpoint(reactor, port, interface="127.0.0.1")
+        service = StreamServerEndpointService(endpoint, site)
+        service._raiseSynchronously = True
+        service.setServiceParent(backends)
+    return backends
+
+
+def demo_instructions(control: str | None) -> str:
+    """What to try once the demo runs."""
+    lines = [
+        "nfork demo is running: inbound 'demo' on http://127.0.0.1:9080 forks every "
+        "request to prod (active), staging and logging.",
+        "Try:",
+        "  curl -i http://127.0.0.1:9080/hello            # answered by prod",
+        "  curl -i -X POST -d 'x=1' http://127.0.0.1:9080/orders",
+    ]
+    if control:
+        base = f"http://{control}"
+        lines += [
+            f"  curl {base}/v1/nfork                         # the configuration",
+            f"  curl {base}/v1/nfork/stats                   # per-outbound stats",
+            f"  curl -X POST {base}/v1/nfork/demo/staging/activate"
+            "   # staging answers now",
+            f"  curl {base}/metrics                          # Prometheus metrics",
+        ]
+    lines.append("Each backend logs what it received below. Stop with Ctrl-C.")
+    return "\n".join(lines)

@@ -1,0 +1,334 @@
+"""The twisted.web resource that forks each request of one inbound.
+
+Every request is read whole, copied to every outbound at once, and answered
+with the active outbound's response as soon as it arrives; shadow responses
+are only measured.  The routing (which outbounds, which one is active) is an
+immutable snapshot swapped by the controller, so each request is handled
+entirely with the configuration it started with.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from io import BytesIO
+from typing import Any
+
+from attrs import define, frozen
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http, server
+from twisted.web.http_headers import Headers as TwistedHeaders
+from twisted.web.resource import Resource
+
+from nfork.config import InboundConfig, OutboundConfig
+from nfork.headers import (
+    client_response_headers,
+    header_value,
+    outbound_request_headers,
+)
+from nfork.interfaces import IOutbound
+from nfork.messages import ProxyRequest, ProxyResponse
+from nfork.stats import OutboundStats
+
+
+class OutboundTimeout(Exception):
+    """An outbound did not answer within its timeout."""
+
+
+@define(eq=False)
+class OutboundRoute:
+    """One outbound of a running inbound: config, implementation, stats."""
+
+    config: OutboundConfig
+    outbound: IOutbound
+    stats: OutboundStats
+    inflight: int = 0
+    """Copies sent and not yet finished."""
+
+    @property
+    def name(self) -> str:
+        """The outbound's name."""
+        return self.config.name
+
+
+@frozen
+class Routing:
+    """What one request is forked to: an immutable snapshot."""
+
+    config: InboundConfig
+    active: OutboundRoute
+    shadows: tuple[OutboundRoute, ...]
+
+    @property
+    def routes(self) -> tuple[OutboundRoute, ...]:
+        """Every outbound, the active one first."""
+        return (self.active, *self.shadows)
+
+
+class InboundRequest(server.Request):
+    """A request that bounds its body in memory and passes headers through.
+
+    The body is kept in memory (never in a temporary file, which would mean
+    disk I/O on the reactor) and bytes beyond the inbound's C{maxBody} are
+    discarded; the resource then answers 413.
+    """
+
+    defaultContentType = None
+    body_too_large = False
+    _max_body = 0
+
+    def gotLength(self, length: int | None) -> None:
+        """Keep the body in memory, refusing early what is known to be too big."""
+        site: InboundSite = getattr(self.channel, "site")  # noqa: B009
+        self._max_body = site.resource.max_body
+        if length is not None and length > self._max_body:
+            self.body_too_large = True
+        self.content = self._body = BytesIO()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        """Store body bytes until the limit is passed, then drop them."""
+        if self.body_too_large:
+            return
+        if self._body.tell() + len(data) > self._max_body:
+            self.body_too_large = True
+            self.content = self._body = BytesIO()
+            return
+        self._body.write(data)
+
+
+class InboundSite(server.Site):
+    """The twisted.web site of one inbound: no per-request access log."""
+
+    requestFactory = InboundRequest
+    noisy = False
+
+    def __init__(self, resource: InboundResource, **kwargs: Any) -> None:
+        super().__init__(resource, **kwargs)
+        self.resource: InboundResource = resource
+
+    def log(self, request: http.Request) -> None:
+        """Skip the access log: the hot path does no per-request logging."""
+
+
+class InboundResource(Resource):
+    """Forks every request it receives to the outbounds of its routing."""
+
+    isLeaf = True
+    _log = Logger()
+
+    def __init__(self, routing: Routing, clock: IReactorTime) -> None:
+        super().__init__()
+        self.routing = routing
+        self._clock = clock
+        self._random = random.random
+        self.pending = 0
+        """Copies sent by this inbound and not yet finished."""
+        self._idle_waiters: list[Deferred[None]] = []
+
+    def when_idle(self) -> Deferred[None]:
+        """Fires once no copy sent by this inbound is pending."""
+        d: Deferred[None] = Deferred()
+        if self.pending:
+            self._idle_waiters.append(d)
+        else:
+            d.callback(None)
+        return d
+
+    @property
+    def max_body(self) -> int:
+        """The largest request body accepted, in bytes."""
+        return self.routing.config.max_body
+
+    def render(self, request: server.Request) -> bytes | int:
+        """Fork the request; answer with the active outbound's response."""
+        routing = self.routing
+        config = routing.config
+        body = request.content.getvalue() if request.content is not None else b""
+        if getattr(request, "body_too_large", False) or len(body) > config.max_body:
+            return _plain_error(
+                request,
+                413,
+                f"nfork: request body larger than {config.max_body} bytes\n",
+            )
+        proxy_request = self._proxy_request(request, body)
+        for shadow in routing.shadows:
+            if self._wants_copy(shadow, proxy_request):
+                self._dispatch(shadow, proxy_request, keep_body=False).addErrback(
+                    _ignore
+                )
+        response = self._dispatch(routing.active, proxy_request, keep_body=True)
+        finished = request.notifyFinish()
+        finished.addErrback(lambda _: response.cancel())
+        response.addCallbacks(
+            _answer,
+            _answer_failure,
+            callbackArgs=(request,),
+            errbackArgs=(request, routing),
+        )
+        return server.NOT_DONE_YET
+
+    def _proxy_request(self, request: server.Request, body: bytes) -> ProxyRequest:
+        client = request.getClientAddress()
+        client_ip = getattr(client, "host", "")
+        headers = outbound_request_headers(
+            (
+                (name, value)
+                for name, values in request.requestHeaders.getAllRawHeaders()
+                for value in values
+            ),
+            client_ip,
+            b"https" if request.isSecure() else b"http",
+        )
+        return ProxyRequest(
+            method=request.method,
+            uri=request.uri,
+            headers=headers,
+            body=body,
+            client=client_ip,
+            received=self._clock.seconds(),
+        )
+
+    def _wants_copy(self, route: OutboundRoute, request: ProxyRequest) -> bool:
+        """Whether a shadow takes this request (its C{methods} and C{sample})."""
+        config = route.config
+        if config.methods is not None and request.method.decode() not in config.methods:
+            return False
+        if (
+            config.sample is not None
+            and _sample_point(request, self._random) >= config.sample
+        ):
+            return False
+        if route.inflight >= config.max_inflight:
+            route.stats.record_dropped()
+            return False
+        return True
+
+    def _dispatch(
+        self, route: OutboundRoute, request: ProxyRequest, keep_body: bool
+    ) -> Deferred[ProxyResponse]:
+        """Send one copy under its timeout and record its outcome in the stats."""
+        clock = self._clock
+        timeout = route.config.timeout or self.routing.config.timeout
+        start = clock.seconds()
+        route.inflight += 1
+        self.pending += 1
+        sent = route.outbound.send(request, keep_body)
+        expiry = _Expiry(sent)
+        expiry.call = clock.callLater(timeout, expiry.expire)
+
+        def record(result: ProxyResponse | Failure) -> ProxyResponse | Failure:
+            route.inflight -= 1
+            self.pending -= 1
+            if not self.pending and self._idle_waiters:
+                waiters, self._idle_waiters = self._idle_waiters, []
+                for waiter in waiters:
+                    waiter.callback(None)
+            if expiry.call.active():
+                expiry.call.cancel()
+            latency = clock.seconds() - start
+            if isinstance(result, Failure):
+                if expiry.expired:
+                    route.stats.record_timeout(latency)
+                    return Failure(
+                        OutboundTimeout(
+                            f'outbound "{route.name}" timed out after {timeout:g}s'
+                        )
+                    )
+                route.stats.record_error(latency)
+                return result
+            route.stats.record_response(result.code, latency)
+            return result
+
+        return sent.addBoth(record)
+
+
+class _Expiry:
+    """Cancels a pending copy when its timeout passes, remembering why."""
+
+    __slots__ = ("call", "deferred", "expired")
+
+    call: IDelayedCall
+
+    def __init__(self, deferred: Deferred[ProxyResponse]) -> None:
+        self.deferred = deferred
+        self.expired = False
+
+    def expire(self) -> None:
+        self.expired = True
+        self.deferred.cancel()
+
+
+def _sample_point(request: ProxyRequest, fallback: Any) -> float:
+    """A number in [0, 1) for sampling: stable per C{X-Request-Id}."""
+    request_id = header_value(request.headers, b"x-request-id")
+    if request_id is None:
+        return float(fallback())
+    return zlib.crc32(request_id) / 2**32
+
+
+def _ignore(failure: Failure) -> None:
+    """Shadow outcomes are in the stats; nobody waits for them."""
+
+
+def _answer(response: ProxyResponse, request: server.Request) -> None:
+    """Send the active outbound's response to the client."""
+    if request.finished or getattr(request, "_disconnected", False):
+        return
+    request.setResponseCode(response.code, response.phrase or None)
+    headers = TwistedHeaders()
+    for name, value in client_response_headers(response.headers):
+        headers.addRawHeader(name, value)
+    bodiless = request.method == b"HEAD" or response.code in (204, 304)
+    if response.body or not bodiless:
+        headers.setRawHeaders(b"Content-Length", [b"%d" % len(response.body)])
+    else:
+        length = header_value(response.headers, b"content-length")
+        if length is not None and response.code != 204:
+            headers.setRawHeaders(b"Content-Length", [length])
+    request.responseHeaders = headers
+    request.defaultContentType = None
+    if response.body:
+        request.write(response.body)
+    request.finish()
+
+
+def _answer_failure(
+    failure: Failure, request: server.Request, routing: Routing
+) -> None:
+    """Answer the client when the active outbound timed out or failed."""
+    if request.finished or getattr(request, "_disconnected", False):
+        return
+    config = routing.config
+    if failure.check(OutboundTimeout):
+        _finish_plain(request, config.timeout_code, f"nfork: {failure.value}\n")
+    elif failure.check(CancelledError):
+        request.finish()
+    else:
+        reason = failure.getErrorMessage() or repr(failure.value)
+        _finish_plain(
+            request,
+            config.error_code,
+            f'nfork: active outbound "{routing.active.name}" failed: {reason}\n',
+        )
+
+
+def _finish_plain(request: server.Request, code: int, text: str) -> None:
+    body = _plain_error(request, code, text)
+    request.write(body)
+    request.finish()
+
+
+def _plain_error(request: server.Request, code: int, text: str) -> bytes:
+    """Set up a short plain-text answer and return its body."""
+    body = text.encode("utf-8")
+    request.setResponseCode(code)
+    request.responseHeaders = TwistedHeaders(
+        {
+            b"Content-Type": [b"text/plain; charset=utf-8"],
+            b"Content-Length": [b"%d" % len(body)],
+        }
+    )
+    return body

@@ -1,0 +1,10 @@
+"""twistd plugin: makes `twistd nfork` available."""
+
+from twisted.application.service import ServiceMaker
+
+nfork = ServiceMaker(
+    "nfork",
+    "nfork.tap",
+    "HTTP live-traffic duplication proxy (gonfork successor).",
+    "nfork",
+)
