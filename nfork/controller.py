@@ -170,7 +170,7 @@ class Controller:
         running = self.inbound(config.name)
         if running.config == config:
             return
-        if listen_key(running.config.listen) != listen_key(config.listen):
+        if running.config.endpoint != config.endpoint:
             await self.remove_inbound(config.name)
             await self.add_inbound(config)
             return

@@ -30,7 +30,7 @@ from nfork.headers import (
     outbound_request_headers,
 )
 from nfork.interfaces import IOutbound
-from nfork.messages import ProxyRequest, ProxyResponse
+from nfork.messages import CopyDropped, ProxyRequest, ProxyResponse
 from nfork.stats import OutboundStats
 
 
@@ -208,7 +208,7 @@ class InboundResource(Resource):
 
     def _dispatch(
         self, route: OutboundRoute, request: ProxyRequest, keep_body: bool
-    ) -> Deferred[ProxyResponse]:
+    ) -> Deferred[ProxyResponse | None]:
         """Send one copy under its timeout and record its outcome in the stats."""
         clock = self._clock
         timeout = route.config.timeout or self.routing.config.timeout
@@ -219,7 +219,9 @@ class InboundResource(Resource):
         expiry = _Expiry(sent)
         expiry.call = clock.callLater(timeout, expiry.expire)
 
-        def record(result: ProxyResponse | Failure) -> ProxyResponse | Failure:
+        def record(
+            result: ProxyResponse | Failure | None,
+        ) -> ProxyResponse | Failure | None:
             route.inflight -= 1
             self.pending -= 1
             if not self.pending and self._idle_waiters:
@@ -237,9 +239,15 @@ class InboundResource(Resource):
                             f'outbound "{route.name}" timed out after {timeout:g}s'
                         )
                     )
-                route.stats.record_error(latency)
+                if result.check(CopyDropped):
+                    route.stats.record_dropped()
+                else:
+                    route.stats.record_error(latency)
                 return result
-            route.stats.record_response(result.code, latency)
+            if result is None:
+                route.stats.record_delivered(latency)
+            else:
+                route.stats.record_response(result.code, latency)
             return result
 
         return sent.addBoth(record)
@@ -252,7 +260,7 @@ class _Expiry:
 
     call: IDelayedCall
 
-    def __init__(self, deferred: Deferred[ProxyResponse]) -> None:
+    def __init__(self, deferred: Deferred[ProxyResponse | None]) -> None:
         self.deferred = deferred
         self.expired = False
 

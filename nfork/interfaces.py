@@ -23,13 +23,15 @@ class IOutbound(Interface):
         "forwarded to a client; False for sinks, which can never be active."
     )
 
-    def send(request: ProxyRequest, keep_body: bool) -> Deferred[ProxyResponse]:
+    def send(request: ProxyRequest, keep_body: bool) -> Deferred[ProxyResponse | None]:
         """Send one request copy.
 
-        Fires with the response, or fails with the reason the request could
-        not be completed.  Cancelling the Deferred abandons the request (and
-        its connection).  With C{keep_body} false the response body is read
-        to the end and dropped, and the response carries an empty body.
+        Fires with the response, or with None for a sink that accepted the
+        copy, or fails with the reason the request could not be completed
+        (L{nfork.messages.CopyDropped} when the outbound shed it on purpose).
+        Cancelling the Deferred abandons the request (and its connection).
+        With C{keep_body} false the response body is read to the end and
+        dropped, and the response carries an empty body.
         """
 
     def close() -> Deferred[None]:

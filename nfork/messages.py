@@ -28,6 +28,13 @@ class ProxyRequest:
     """Reactor time at which the request was received."""
 
 
+class CopyDropped(Exception):
+    """An outbound shed a copy on purpose (a full buffer, too many in flight).
+
+    The copy is counted as C{dropped} in the outbound's stats, not as an error.
+    """
+
+
 @frozen
 class ProxyResponse:
     """An outbound's answer.

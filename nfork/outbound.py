@@ -45,9 +45,11 @@ class HTTPOutbound:
         self.target = target
         self._idle_conn = idle_conn
 
-    def send(self, request: ProxyRequest, keep_body: bool) -> Deferred[ProxyResponse]:
+    def send(
+        self, request: ProxyRequest, keep_body: bool
+    ) -> Deferred[ProxyResponse | None]:
         """Send the copy over a pooled connection (see L{IOutbound.send})."""
-        return self._pool.request(
+        sent: Deferred[Any] = self._pool.request(
             self.target,
             request.method,
             request.uri,
@@ -56,6 +58,7 @@ class HTTPOutbound:
             keep_body=keep_body,
             max_idle=self._idle_conn,
         )
+        return sent
 
     def close(self) -> Deferred[None]:
         """Nothing to release: connections belong to the shared pool."""

@@ -315,6 +315,12 @@ class OutboundStats:
         figures.count_response(code)
         figures.latency.record(latency)
 
+    def record_delivered(self, latency: float) -> None:
+        """Count a copy a sink accepted (no HTTP response), after C{latency} s."""
+        figures = self._now()
+        figures.requests += 1
+        figures.latency.record(latency)
+
     def record_error(self, latency: float) -> None:
         """Count a request that failed (no response) after C{latency} seconds."""
         figures = self._now()

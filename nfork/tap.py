@@ -64,7 +64,7 @@ class Options(usage.Options):
             self.inbounds = load_config_file(self["config"])
         except ConfigError as e:
             # A clear message and a non-zero exit, without twistd's usage dump.
-            sys.stderr.write(f"nfork: invalid configuration {self['config']}: {e}\n")
+            sys.stderr.write(f"nfork: invalid configuration: {e}\n")
             raise SystemExit(1) from None
 
 

@@ -16,7 +16,7 @@ class SentCopy:
 
     request: ProxyRequest
     keep_body: bool
-    deferred: Deferred[ProxyResponse]
+    deferred: Deferred[ProxyResponse | None]
     cancelled: bool = False
 
     def answer(
@@ -43,10 +43,12 @@ class FakeOutbound:
     sent: list[SentCopy] = field(factory=list)
     closed: bool = False
 
-    def send(self, request: ProxyRequest, keep_body: bool) -> Deferred[ProxyResponse]:
+    def send(
+        self, request: ProxyRequest, keep_body: bool
+    ) -> Deferred[ProxyResponse | None]:
         """Record the copy; the test decides when and how it completes."""
 
-        def cancel(d: Deferred[ProxyResponse]) -> None:
+        def cancel(d: Deferred[ProxyResponse | None]) -> None:
             copy.cancelled = True
 
         copy = SentCopy(request, keep_body, Deferred(cancel))
