@@ -21,7 +21,13 @@ from twisted.logger import Logger
 from nfork.addresses import listen_key
 from nfork.config import ConfigError, InboundConfig, OutboundConfig
 from nfork.httpclient import HTTPClientPool
-from nfork.inbound import InboundResource, InboundSite, OutboundRoute, Routing
+from nfork.inbound import (
+    HEADER_TIMEOUT,
+    InboundResource,
+    InboundSite,
+    OutboundRoute,
+    Routing,
+)
 from nfork.interfaces import IOutboundFactory
 from nfork.outbound import OutboundContext, factory_for, outbound_factories
 from nfork.stats import OutboundStats
@@ -68,8 +74,10 @@ class Controller:
         reactor: Any,
         pool: HTTPClientPool | None = None,
         factories: dict[str, IOutboundFactory] | None = None,
+        header_timeout: float = HEADER_TIMEOUT,
     ) -> None:
         self._reactor = reactor
+        self._header_timeout = header_timeout
         self.pool = pool if pool is not None else HTTPClientPool(reactor)
         self._factories = factories if factories is not None else outbound_factories()
         self._inbounds: dict[str, RunningInbound] = {}
@@ -126,7 +134,9 @@ class Controller:
                 )
         routing = self._routing(config, previous=None)
         resource = InboundResource(routing, self._reactor)
-        site = InboundSite(resource)
+        site = InboundSite(
+            resource, header_timeout=self._header_timeout, reactor=self._reactor
+        )
         endpoint = serverFromString(self._reactor, config.endpoint)
         try:
             port = await endpoint.listen(site)

@@ -17,6 +17,7 @@ from typing import Any
 from attrs import define, frozen
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
@@ -99,15 +100,88 @@ class InboundRequest(server.Request):
         self._body.write(data)
 
 
+HEADER_TIMEOUT = 10.0
+"""Seconds a client has to send a request's line and headers, once started."""
+
+IDLE_TIMEOUT = 60.0
+"""Seconds an idle client connection (keep-alive or silent) is kept open."""
+
+
+class InboundChannel(http.HTTPChannel):
+    """An HTTP channel that gives each request's headers a deadline.
+
+    Twisted's idle timeout restarts with every byte, so a client sending one
+    byte per second (slowloris) would hold its connection for ever; here the
+    request line and headers must all arrive within L{HEADER_TIMEOUT}.
+    """
+
+    header_timeout = HEADER_TIMEOUT
+    _header_deadline: IDelayedCall | None = None
+    _awaiting_headers = True
+
+    def dataReceived(self, data: bytes) -> None:
+        """Start the header deadline on a request's first byte."""
+        if self._awaiting_headers and self._header_deadline is None:
+            self._header_deadline = self.callLater(
+                self.header_timeout, self._headers_too_slow
+            )
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        """The headers arrived in time: lift the deadline until the next request."""
+        self._awaiting_headers = False
+        self._cancel_header_deadline()
+        super().allHeadersReceived()
+
+    def requestDone(self, request: http.Request) -> None:
+        """Wait for the next request's headers."""
+        self._awaiting_headers = True
+        super().requestDone(request)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Forget the deadline with the connection."""
+        self._cancel_header_deadline()
+        super().connectionLost(reason)
+
+    def _cancel_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            if self._header_deadline.active():
+                self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        if self.transport is not None:
+            self.transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+                b"Content-Length: 0\r\n\r\n"
+            )
+            self.transport.loseConnection()
+
+
 class InboundSite(server.Site):
     """The twisted.web site of one inbound: no per-request access log."""
 
     requestFactory = InboundRequest
+    protocol = InboundChannel  # type: ignore[assignment]  # HTTP/1.1 only, no h2
     noisy = False
 
-    def __init__(self, resource: InboundResource, **kwargs: Any) -> None:
-        super().__init__(resource, **kwargs)
+    def __init__(
+        self,
+        resource: InboundResource,
+        header_timeout: float = HEADER_TIMEOUT,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("timeout", IDLE_TIMEOUT)
+        super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)
         self.resource: InboundResource = resource
+        self.header_timeout = header_timeout
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """A channel with this site's header deadline."""
+        channel = super().buildProtocol(addr)
+        channel.header_timeout = self.header_timeout
+        return channel
 
     def log(self, request: http.Request) -> None:
         """Skip the access log: the hot path does no per-request logging."""

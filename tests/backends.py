@@ -31,6 +31,8 @@ class RecordingService(Resource):
         self._waiters: list[tuple[int, Deferred[None]]] = []
         self.port: IListeningPort | None = None
         self._pending: list[Any] = []
+        self.on_cancel: Any = None
+        """Called when a delayed request's connection is lost before the answer."""
 
     @property
     def address(self) -> str:
@@ -84,7 +86,13 @@ class RecordingService(Resource):
         if not self.delay:
             return answer
         gone: list[bool] = []
-        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def abandoned(_: object) -> None:
+            gone.append(True)
+            if self.on_cancel is not None:
+                self.on_cancel()
+
+        request.notifyFinish().addErrback(abandoned)
 
         def later() -> None:
             if not gone:
