@@ -53,7 +53,8 @@ class _FaultProtocol(Protocol):
             transport.loseConnection()
         elif kind == "huge":
             transport.write(
-                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % HUGE_BODY_SIZE
+                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n"
+                % len(self.factory.huge_body)
             )
             transport.write(self.factory.huge_body)
             self.answered = False
@@ -68,12 +69,12 @@ class FaultServer(Factory):
 
     protocol = _FaultProtocol  # type: ignore[assignment]
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, huge_size: int = HUGE_BODY_SIZE) -> None:
         self.kind = kind
         self.requests = 0
         self.connections: list[_FaultProtocol] = []
         self.port: IListeningPort | None = None
-        self.huge_body = b"x" * HUGE_BODY_SIZE if kind == "huge" else b""
+        self.huge_body = b"x" * huge_size if kind == "huge" else b""
 
     def listen(self) -> str:
         """Listen on an ephemeral loopback port; returns C{127.0.0.1:port}."""
