@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,11 @@ def inbound(name: str, listen: str, **extra: Any) -> dict[str, Any]:
 
 
 class ReloadTests(SynchronousTestCase):
+    def temp_file(self) -> Path:
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        return Path(directory) / "nfork.json"
+
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
         self.controller = Controller(
@@ -75,7 +82,7 @@ class ReloadTests(SynchronousTestCase):
         self.assertIs(self.controller.inbound("keep"), keep)
 
     def test_invalid_file_changes_nothing_and_is_logged(self) -> None:
-        path = Path(self.mktemp())
+        path = self.temp_file()
         path.write_text(
             '[{"name": "keep", "listen": ":9001", "out": {}, "active": "x"}]'
         )
@@ -91,7 +98,7 @@ class ReloadTests(SynchronousTestCase):
         )
 
     def test_reload_file_applies_a_valid_file(self) -> None:
-        path = Path(self.mktemp())
+        path = self.temp_file()
         path.write_text(json.dumps([inbound("keep", ":9001")]))
         result = self.successResultOf(
             Deferred.fromCoroutine(reload_file(self.controller, str(path)))
