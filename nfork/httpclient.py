@@ -42,6 +42,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from nfork.messages import Headers, ProxyResponse
+from nfork.transport import write_now
 
 __all__ = [
     "HTTPClientPool",
@@ -224,7 +225,7 @@ class _HTTPClientProtocol(Protocol):
                 request.deferred.errback(PoolClosedError())
             return
         request.protocol = self
-        self.transport.write(request.data)  # type: ignore[union-attr]
+        write_now(self.transport, request.data)
 
     def send(self, request: _Request) -> None:
         """Send a request on this idle connection."""
@@ -232,7 +233,7 @@ class _HTTPClientProtocol(Protocol):
         self._request = request
         request.protocol = self
         request.reused = True
-        self.transport.write(request.data)  # type: ignore[union-attr]
+        write_now(self.transport, request.data)
 
     def dataReceived(self, data: bytes) -> None:
         """Parse response bytes; hand the response over once complete."""
