@@ -37,6 +37,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.internet.ssl import optionsForClientTLS
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -58,6 +59,11 @@ TLSContextFactory = Callable[[str], IOpenSSLClientConnectionCreator]
 
 _BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
 """Methods that get C{Content-Length: 0} even with an empty body."""
+
+
+SURPLUS_IDLE_TIMEOUT = 10.0
+"""Seconds after which idle connections above a host's C{max_idle} that
+were not needed are closed."""
 
 
 class ResponseError(Exception):
@@ -307,7 +313,13 @@ class _HTTPClientProtocol(Protocol):
         host = self._host
         if self._keep_alive and not self._dead and not host.pool.closed:
             idle = host.idle
-            if len(idle) < request.max_idle:
+            host.max_idle = request.max_idle
+            # Under load keep as many idle as are busy: they will be needed
+            # again at once; the surplus over max_idle is trimmed when unused.
+            busy = len(host.connections) - len(idle) - 1
+            if len(idle) < request.max_idle or len(idle) < busy:
+                if len(idle) >= request.max_idle:
+                    host.pool._watch_surplus()
                 if request.head:
                     # llhttp does not know the response to HEAD has no body
                     # and still waits for it: start over with a fresh parser.
@@ -317,6 +329,11 @@ class _HTTPClientProtocol(Protocol):
                 return
         self._dead = True
         self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def retire(self) -> None:
+        """Close this connection, already taken off the idle list."""
+        self._idle = False
+        self.close()
 
     def abandon(self, request: _Request) -> None:
         """The request was cancelled: drop the connection with it."""
@@ -419,7 +436,17 @@ class _ConnectionFactory(ClientFactory):
 class _Host:
     """The connections to one (scheme, host, port)."""
 
-    __slots__ = ("connecting", "connections", "host", "idle", "pool", "port", "tls")
+    __slots__ = (
+        "connecting",
+        "connections",
+        "host",
+        "idle",
+        "idle_low_water",
+        "max_idle",
+        "pool",
+        "port",
+        "tls",
+    )
 
     def __init__(
         self,
@@ -438,6 +465,29 @@ class _Host:
         """Every open connection, idle or busy."""
         self.connecting: set[_Request] = set()
         """Requests waiting for a new connection."""
+        self.max_idle = 64
+        """Idle connections kept for good, as the latest request asked."""
+        self.idle_low_water = 0
+        """The fewest idle connections seen since the last surplus check."""
+
+    def take_idle(self) -> _HTTPClientProtocol:
+        """The most recently used idle connection (there must be one)."""
+        connection = self.idle.pop()
+        if len(self.idle) < self.idle_low_water:
+            self.idle_low_water = len(self.idle)
+        return connection
+
+    def trim_surplus(self) -> bool:
+        """Close idle connections above C{max_idle} unused since the last check.
+
+        Returns whether a surplus remains to be watched.
+        """
+        unused = max(min(len(self.idle) - self.max_idle, self.idle_low_water), 0)
+        retired, self.idle[:unused] = self.idle[:unused], []
+        for connection in retired:
+            connection.retire()
+        self.idle_low_water = len(self.idle)
+        return len(self.idle) > self.max_idle
 
     def stop_connecting(self, request: _Request) -> None:
         """Abandon the connection attempt made for C{request}, if any."""
@@ -485,6 +535,7 @@ class HTTPClientPool:
         """C{close} was called: no new request or connection."""
         self.connections_opened = 0
         """How many connections were ever established."""
+        self._surplus_check: LoopingCall | None = None
 
     def request(
         self,
@@ -535,7 +586,7 @@ class HTTPClientPool:
             host, b"".join(parts), method == b"HEAD", keep_body, max_idle
         )
         if host.idle:
-            host.idle.pop().send(request)
+            host.take_idle().send(request)
         else:
             self._connect(host, request)
         return request.deferred
@@ -560,6 +611,9 @@ class HTTPClientPool:
         for a connection fail with L{PoolClosedError}.
         """
         self.closed = True
+        if self._surplus_check is not None:
+            self._surplus_check.stop()
+            self._surplus_check = None
         for host in self._hosts.values():
             for request in list(host.connecting):
                 host.connecting.discard(request)
@@ -572,6 +626,19 @@ class HTTPClientPool:
         self._close_waiters.append(waiter)
         self._check_closed()
         return waiter
+
+    def _watch_surplus(self) -> None:
+        """Check every L{SURPLUS_IDLE_TIMEOUT} for idle connections to close."""
+        if self._surplus_check is None:
+            check = self._surplus_check = LoopingCall(self._trim_surplus)
+            check.clock = self._clock
+            check.start(SURPLUS_IDLE_TIMEOUT, now=False)
+
+    def _trim_surplus(self) -> None:
+        remaining = [host.trim_surplus() for host in self._hosts.values()]
+        if not any(remaining) and self._surplus_check is not None:
+            self._surplus_check.stop()
+            self._surplus_check = None
 
     def _retry(self, request: _Request, reason: Failure) -> None:
         """Send C{request} again on a new connection (see L{request})."""

@@ -40,6 +40,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from nfork.httpclient import (
+    SURPLUS_IDLE_TIMEOUT,
     HTTPClientPool,
     IncompleteResponseError,
     PoolClosedError,
@@ -489,6 +490,26 @@ class ReuseTests(PoolTestCase):
         self.successResultOf(d)
         self.assertTrue(connections[1][1].disconnecting)
         self.assertEqual(self.pool.idle_count(TARGET), 1)
+
+    def test_under_load_as_many_idle_as_busy_are_kept_then_trimmed(self) -> None:
+        # Six requests in flight at once (a slow shadow): when they finish,
+        # keeping only max_idle=2 would mean new connections for the next ones.
+        ds = [self.get(max_idle=2) for _ in range(6)]
+        connections = [self.connect(i) for i in range(6)]
+        for protocol, _ in connections:
+            protocol.dataReceived(OK)
+        self.successResultOf(gatherResults(ds))
+        self.assertEqual(self.pool.idle_count(TARGET), 3)
+        # The first check only notes how many stayed idle since it started.
+        self.reactor.advance(SURPLUS_IDLE_TIMEOUT)
+        self.assertEqual(self.pool.idle_count(TARGET), 3)
+        # A whole period unused: the surplus goes, least recently used first.
+        self.reactor.advance(SURPLUS_IDLE_TIMEOUT)
+        self.assertEqual(self.pool.idle_count(TARGET), 2)
+        self.assertTrue(connections[0][1].disconnecting)
+        self.assertFalse(connections[2][1].disconnecting)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(len(self.reactor.tcpClients), 6)
 
     def test_idle_connection_closed_by_server_is_forgotten(self) -> None:
         d = self.get()
