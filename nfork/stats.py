@@ -379,3 +379,11 @@ class OutboundStats:
         for code, n in self._current.responses.items():
             responses[code] = responses.get(code, 0) + n
         return responses
+
+    @property
+    def total_latency(self) -> LatencyHistogram:
+        """Latencies since creation: a new histogram, for the metrics endpoint."""
+        latency = LatencyHistogram()
+        latency.merge(self._total.latency)
+        latency.merge(self._current.latency)
+        return latency

@@ -79,7 +79,10 @@ def test_twistd_proxies_traffic_and_exits_cleanly_on_sigterm(
             ]
         )
     )
-    with TwistdProcess("--config", str(config), cwd=str(tmp_path)) as twistd:
+    # An ephemeral control port: the default 127.0.0.1:9090 may be taken.
+    with TwistdProcess(
+        "--config", str(config), "--control", "127.0.0.1:0", cwd=str(tmp_path)
+    ) as twistd:
         port = twistd.listening_port("e2e")
         with urllib.request.urlopen(
             f"http://127.0.0.1:{port}/hello?x=1", timeout=10

@@ -1,0 +1,258 @@
+"""Changes through the control API: one at a time, saved with --persist, or undone.
+
+L{Changes} applies each change through the L{Controller}, then (with
+C{--persist}) rewrites the configuration file atomically with
+L{write_file_atomically}.  If the file cannot be written, the change is
+undone through the controller, so that the running state and the file never
+disagree, and L{PersistError} says why.  Changes are serialized: the undo of
+one change can never revert another made meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
+from typing import Any, TypeVar
+
+from attrs import frozen
+from twisted.internet.defer import Deferred, DeferredLock, maybeDeferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from nfork.config import InboundConfig, OutboundConfig, dump_config
+from nfork.controller import Controller
+
+T = TypeVar("T")
+
+Writer = Callable[[str, str], None]
+"""Writes a text to a path: L{write_file_atomically} or a test double."""
+
+Runner = Callable[[Writer, str, str], Deferred[None]]
+"""Runs a blocking L{Writer} somewhere (a thread) and says when it is done."""
+
+Undo = Callable[[], Awaitable[object]]
+
+
+class PersistError(Exception):
+    """The configuration file could not be written; the change was undone."""
+
+
+def write_file_atomically(path: str, text: str) -> None:
+    """Replace the file at C{path} with C{text} (UTF-8), atomically and durably.
+
+    The text goes to a temporary file in the same directory, which is
+    flushed, fsynced, given the old file's permissions and renamed over
+    C{path}; the directory is then fsynced so that the rename survives a
+    crash.  A reader sees the old file or the new one, never a mix.  When
+    C{path} is a symbolic link, the file it points to is replaced.
+
+    @raise OSError: the file is left unchanged (the temporary file removed).
+    """
+    target = os.path.realpath(path)
+    directory = os.path.dirname(target)
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        mode = 0o644
+    fd, temporary = tempfile.mkstemp(
+        prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory
+    )
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    directory_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(directory_fd)
+    finally:
+        os.close(directory_fd)
+
+
+def run_inline(writer: Writer, path: str, text: str) -> Deferred[None]:
+    """Run C{writer} at once, in the calling thread (for tests)."""
+    return maybeDeferred(writer, path, text)
+
+
+def in_thread_pool(reactor: Any) -> Runner:
+    """Run writers in the reactor's thread pool: disk I/O never blocks it."""
+    return partial(deferToThreadPool, reactor, reactor.getThreadPool())
+
+
+@frozen
+class ConfigFile:
+    """The configuration file that C{--persist} rewrites after each change."""
+
+    path: str
+    run: Runner = run_inline
+    """How to run the blocking write (L{in_thread_pool} in the service)."""
+    writer: Writer = write_file_atomically
+
+    def save(self, configs: Iterable[InboundConfig]) -> Deferred[None]:
+        """Write C{configs} in the configuration file's format."""
+        return self.run(self.writer, self.path, dump_config(configs))
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror}{where}"
+    return str(error) or type(error).__name__
+
+
+def _detached(inner: Deferred[T]) -> Deferred[T]:
+    """A Deferred for C{inner}'s result whose cancellation leaves C{inner} alone.
+
+    A change that has started goes to its end (applied and saved, or
+    undone) even if the client that asked for it goes away.
+    """
+    outer: Deferred[T] = Deferred(lambda d: None)
+
+    def forward(result: T | Failure) -> None:
+        if outer.called:
+            return None  # cancelled by the caller: nobody waits for it
+        if isinstance(result, Failure):
+            outer.errback(result)
+        else:
+            outer.callback(result)
+        return None
+
+    inner.addBoth(forward)
+    return outer
+
+
+class Changes:
+    """Applies changes through the controller, one at a time, and persists them.
+
+    Each method returns a Deferred; once a change has started, cancelling
+    that Deferred does not interrupt it.  With no C{config_file}, changes are
+    only applied.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self, controller: Controller, config_file: ConfigFile | None = None
+    ) -> None:
+        self._controller = controller
+        self.config_file = config_file
+        self._lock = DeferredLock()
+
+    def add_inbound(self, config: InboundConfig) -> Deferred[InboundConfig]:
+        """Start an inbound (listening when this fires); see L{Controller}."""
+        controller = self._controller
+
+        async def apply() -> tuple[InboundConfig, Undo]:
+            running = await controller.add_inbound(config)
+            return running.config, partial(controller.remove_inbound, config.name)
+
+        return self._commit(f"adding inbound {config.name!r}", apply)
+
+    def remove_inbound(self, name: str) -> Deferred[InboundConfig]:
+        """Stop an inbound (its port closed when this fires); fires with it."""
+        controller = self._controller
+
+        async def apply() -> tuple[InboundConfig, Undo]:
+            removed = await controller.remove_inbound(name)
+            return removed, partial(controller.add_inbound, removed)
+
+        return self._commit(f"removing inbound {name!r}", apply)
+
+    def put_outbound(
+        self, inbound: str, outbound: OutboundConfig
+    ) -> Deferred[tuple[InboundConfig, bool]]:
+        """Add or replace an outbound; fires with the inbound's new config and
+        whether the outbound was added (not replaced)."""
+        controller = self._controller
+
+        def change(before: InboundConfig) -> tuple[InboundConfig, bool]:
+            added = before.outbound(outbound.name) is None
+            return controller.put_outbound(inbound, outbound), added
+
+        return self._swap(
+            f"setting outbound {outbound.name!r} of inbound {inbound!r}",
+            inbound,
+            change,
+        )
+
+    def remove_outbound(self, inbound: str, outbound: str) -> Deferred[InboundConfig]:
+        """Remove an outbound; fires with the inbound's new config."""
+        return self._swap(
+            f"removing outbound {outbound!r} of inbound {inbound!r}",
+            inbound,
+            lambda before: self._controller.remove_outbound(inbound, outbound),
+        )
+
+    def activate(self, inbound: str, outbound: str) -> Deferred[InboundConfig]:
+        """Make an outbound the active one; fires with the inbound's new config."""
+        return self._swap(
+            f"activating outbound {outbound!r} of inbound {inbound!r}",
+            inbound,
+            lambda before: self._controller.activate(inbound, outbound),
+        )
+
+    def _swap(
+        self, what: str, inbound: str, change: Callable[[InboundConfig], T]
+    ) -> Deferred[T]:
+        """A change of one inbound's config, undone by restoring the old one."""
+        controller = self._controller
+
+        async def apply() -> tuple[T, Undo]:
+            before = controller.inbound(inbound).config
+            result = change(before)
+            return result, partial(controller.update_inbound, before)
+
+        return self._commit(what, apply)
+
+    def _commit(
+        self, what: str, apply: Callable[[], Awaitable[tuple[T, Undo]]]
+    ) -> Deferred[T]:
+        async def commit() -> T:
+            async with self._lock:
+                result, undo = await apply()
+                if self.config_file is not None:
+                    await self._save(what, undo)
+                return result
+
+        return _detached(Deferred.fromCoroutine(commit()))
+
+    async def _save(self, what: str, undo: Undo) -> None:
+        """Persist the running state; on failure, undo the change and raise."""
+        assert self.config_file is not None
+        path = self.config_file.path
+        try:
+            await self.config_file.save(self._controller.configs())
+        except Exception as e:
+            reason = _reason(e)
+            self._log.error(
+                "cannot write the configuration file {path} after {change}: "
+                "{reason}; undoing the change",
+                path=path,
+                change=what,
+                reason=reason,
+            )
+            try:
+                await undo()
+            except Exception:
+                self._log.failure(
+                    "undoing {change} failed: the running state and {path} "
+                    "now disagree",
+                    change=what,
+                    path=path,
+                )
+            raise PersistError(
+                f"cannot write the configuration file {path}: {reason}; "
+                "the change was undone"
+            ) from e
+        self._log.info("configuration saved to {path}", path=path)
