@@ -7,15 +7,16 @@ whose message names the inbound, the key and what is wrong with it.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from attrs import define, evolve, frozen
+from attrs import define, evolve, field, frozen
 
 from nfork.addresses import (
     OutboundAddress,
@@ -33,9 +34,11 @@ __all__ = [
     "DEFAULT_STATS_WINDOW",
     "DEFAULT_TIMEOUT",
     "DEFAULT_TIMEOUT_CODE",
+    "OUTBOUND_KEYS",
     "ConfigError",
     "InboundConfig",
     "OutboundConfig",
+    "OutboundOptions",
     "check_unique",
     "decode_json",
     "dump_config",
@@ -68,6 +71,10 @@ _INBOUND_KEYS = (
 _INBOUND_REQUIRED = ("listen", "out", "active")
 _OUTBOUND_KEYS = ("addr", "sample", "methods", "timeout", "maxInflight")
 _OUTBOUND_REQUIRED = ("addr",)
+OUTBOUND_KEYS = _OUTBOUND_KEYS
+"""The keys of an outbound object nfork handles itself; plugins take the others."""
+_HTTP_SCHEMES = ("http", "https")
+"""Schemes whose outbounds take only the keys above: any other key is a typo."""
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _RESERVED_NAMES = frozenset({"stats"})
@@ -254,6 +261,44 @@ def _format(seconds: float) -> str:
         return repr(seconds)
 
 
+class OutboundOptions(Mapping[str, Any]):
+    """The extra keys of an outbound object, for the plugin of its scheme.
+
+    A read-only mapping of JSON values, equal to any mapping with the same
+    items.  nfork does not interpret them: the outbound's factory checks them
+    (L{nfork.interfaces.IOutboundFactory.validate}).
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, Any] | None = None) -> None:
+        # A deep copy: nobody can change a configuration through the caller's
+        # dict, nor through nested lists.
+        self._items: dict[str, Any] = copy.deepcopy(dict(items or {}))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        # Values may be lists: hash the keys only (equal mappings have them).
+        return hash(frozenset(self._items))
+
+    def __repr__(self) -> str:
+        return f"OutboundOptions({self._items!r})"
+
+
+def _to_options(value: Mapping[str, Any] | None) -> OutboundOptions:
+    if isinstance(value, OutboundOptions):
+        return value
+    return OutboundOptions(value)
+
+
 @frozen
 class OutboundConfig:
     """One outbound of an inbound: where its copies go, and which ones."""
@@ -268,10 +313,21 @@ class OutboundConfig:
     """Seconds; overrides the inbound's timeout for this outbound."""
     max_inflight: int = DEFAULT_MAX_INFLIGHT
     """Copies in flight beyond this many are dropped (and counted)."""
+    options: OutboundOptions = field(factory=OutboundOptions, converter=_to_options)
+    """Keys of the object form other than the ones above, for the plugin of a
+    scheme other than http(s) (e.g. a sink's C{maxBytes}); checked by it."""
 
     def __attrs_post_init__(self) -> None:
         with _context(outbound=self.name):
             _check_name(self.name, "outbound")
+            for key in self.options:
+                if key in _OUTBOUND_KEYS or self.address.scheme in _HTTP_SCHEMES:
+                    raise _error(
+                        f"unknown key {_quote(key)} (valid keys: "
+                        f"{_quote_all(_OUTBOUND_KEYS)})",
+                        key=key,
+                        mention_key=False,
+                    )
             if self.sample is not None and not (0 < self.sample <= 1):
                 raise _error(
                     "must be a number greater than 0 and at most 1, got "
@@ -305,6 +361,7 @@ class OutboundConfig:
             options["timeout"] = format_duration(self.timeout)
         if self.max_inflight != DEFAULT_MAX_INFLIGHT:
             options["maxInflight"] = self.max_inflight
+        options.update(copy.deepcopy(dict(self.options)))
         if not options:
             return self.address.raw
         return {"addr": self.address.raw, **options}
@@ -505,9 +562,17 @@ def _reject_constant(name: str) -> None:
 
 
 def _check_keys(
-    obj: dict[Any, Any], allowed: Sequence[str], required: Sequence[str]
+    obj: dict[Any, Any],
+    allowed: Sequence[str],
+    required: Sequence[str],
+    *,
+    others_allowed: bool = False,
 ) -> None:
-    """Refuse duplicate and unknown keys (with a suggestion), require some."""
+    """Refuse duplicate and unknown keys (with a suggestion), require some.
+
+    With C{others_allowed}, keys not in C{allowed} are accepted (they must be
+    strings): someone else checks them.
+    """
     if isinstance(obj, _JSONObject) and obj.duplicates:
         key = obj.duplicates[0]
         raise _error(
@@ -517,6 +582,8 @@ def _check_keys(
         if key not in allowed:
             if not isinstance(key, str):
                 raise _error(f"unknown key {_describe(key)}")
+            if others_allowed:
+                continue
             problem = f"unknown key {_quote(key)}"
             by_lower = {name.lower(): name for name in allowed}
             close = difflib.get_close_matches(key[:100].lower(), by_lower, n=1)
@@ -581,8 +648,10 @@ def parse_outbound(inbound_name: str, name: str, value: object) -> OutboundConfi
     """Check one C{out} entry: an address string (gonfork) or an object.
 
     The object form has the keys C{addr} (required), C{sample}, C{methods},
-    C{timeout} and C{maxInflight}.  Whether it fits its inbound (e.g. as the
-    active outbound) is checked by L{InboundConfig}.
+    C{timeout} and C{maxInflight}; for schemes other than http(s), any other
+    key goes into L{OutboundConfig.options}, for the scheme's plugin to check.
+    Whether it fits its inbound (e.g. as the active outbound) is checked by
+    L{InboundConfig}.
 
     @raise ConfigError: naming the inbound, the outbound and the problem.
     """
@@ -597,7 +666,12 @@ def parse_outbound(inbound_name: str, name: str, value: object) -> OutboundConfi
                 'expected an address string or an object with "addr", got '
                 f"{_describe(value)}"
             )
-        _check_keys(value, _OUTBOUND_KEYS, _OUTBOUND_REQUIRED)
+        _check_keys(
+            value,
+            _OUTBOUND_KEYS,
+            _OUTBOUND_REQUIRED,
+            others_allowed=_plugin_address(value.get("addr")),
+        )
         address = _address(value["addr"], "addr")
         sample: float | None = None
         if "sample" in value:
@@ -625,7 +699,15 @@ def parse_outbound(inbound_name: str, name: str, value: object) -> OutboundConfi
             methods=methods,
             timeout=timeout,
             max_inflight=max_inflight,
+            options={k: v for k, v in value.items() if k not in _OUTBOUND_KEYS},
         )
+
+
+def _plugin_address(addr: object) -> bool:
+    """Whether C{addr} is a URL of a scheme other than http(s), as a plugin's."""
+    if not isinstance(addr, str) or "://" not in addr:
+        return False
+    return addr.partition("://")[0].lower() not in _HTTP_SCHEMES
 
 
 def _methods(value: object) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
 from nfork.addresses import listen_key
-from nfork.config import ConfigError, InboundConfig, OutboundConfig
+from nfork.config import InboundConfig, OutboundConfig
 from nfork.httpclient import HTTPClientPool
 from nfork.inbound import (
     HEADER_TIMEOUT,
@@ -29,7 +29,7 @@ from nfork.inbound import (
     Routing,
 )
 from nfork.interfaces import IOutboundFactory
-from nfork.outbound import OutboundContext, factory_for, outbound_factories
+from nfork.outbound import OutboundContext, check_inbound, outbound_factories
 from nfork.stats import OutboundStats
 
 
@@ -289,22 +289,13 @@ class Controller:
             idle_conn=config.idle_conn,
         )
         routes: dict[str, OutboundRoute] = {}
-        for out in config.outbounds:
-            factory = factory_for(config.name, out, self._factories)
-            if out.name == config.active and not factory.gives_response:
-                raise ConfigError(
-                    f'inbound "{config.name}": key "active": outbound '
-                    f'"{out.name}" ({out.address.scheme}://) gives no HTTP '
-                    "response and cannot be active",
-                    inbound=config.name,
-                    key="active",
-                )
+        factories = check_inbound(config, self._factories)
         for out in config.outbounds:
             old = reusable.get(out.name)
             if old is not None and old.config == out:
                 routes[out.name] = old
                 continue
-            factory = self._factories[out.address.scheme]
+            factory = factories[out.name]
             routes[out.name] = OutboundRoute(
                 config=out,
                 outbound=factory.build(out, context),
