@@ -35,8 +35,12 @@ pytest: $(VENV)/.installed
 
 test: lint typecheck pytest
 
+# Not part of `test`: needs wrk and nginx (apt-get install -y wrk nginx-light;
+# BENCH_INSTALL=1 installs them when run as root) and takes about 5 minutes.
+# BENCH_ARGS passes options, e.g. BENCH_ARGS="--scenarios 3,6.3 --rounds 1".
 bench: $(VENV)/.installed
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.tools
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,95 @@
+"""The benchmark's scenarios: which proxy, and which backends it forks to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from attrs import frozen
+
+FAST = ("fast1", "fast2", "fast3")
+"""nginx backends answering 200 at once."""
+SLOW = "slow"
+"""The Python backend answering after 200 ms."""
+BLACKHOLE = "blackhole"
+"""The Python backend that reads requests and never answers."""
+BACKENDS = (*FAST, SLOW, BLACKHOLE)
+
+
+@frozen
+class Scenario:
+    """One line of the table: a proxy (or none) in front of some backends."""
+
+    id: str
+    title: str
+    proxy: str
+    """C{"direct"} (wrk hits the active backend), C{"nfork"} or C{"nginx"}."""
+    outbounds: tuple[str, ...]
+    """Backend names, the active one first, then the shadows."""
+    peer: str | None = None
+    """The id of the same scenario run by the other proxy, for the ratios."""
+
+    @property
+    def active(self) -> str:
+        """The backend whose answers the client gets."""
+        return self.outbounds[0]
+
+    @property
+    def shadows(self) -> tuple[str, ...]:
+        """The backends that get copies only."""
+        return self.outbounds[1:]
+
+
+SCENARIOS = (
+    Scenario("1", "direct to one backend", "direct", ("fast1",)),
+    Scenario("2", "1 outbound", "nfork", ("fast1",)),
+    Scenario("3", "3 outbounds", "nfork", (*FAST,), peer="6.3"),
+    Scenario(
+        "4", "3 outbounds, 200 ms shadow", "nfork", ("fast1", "fast2", SLOW), "6.4"
+    ),
+    Scenario(
+        "5", "3 outbounds, mute shadow", "nfork", ("fast1", "fast2", BLACKHOLE), "6.5"
+    ),
+    Scenario("6.3", "3 outbounds", "nginx", (*FAST,), peer="3"),
+    Scenario(
+        "6.4", "3 outbounds, 200 ms shadow", "nginx", ("fast1", "fast2", SLOW), "4"
+    ),
+    Scenario(
+        "6.5", "3 outbounds, mute shadow", "nginx", ("fast1", "fast2", BLACKHOLE), "5"
+    ),
+)
+"""In the order they run in each round."""
+
+_BY_ID = {scenario.id: scenario for scenario in SCENARIOS}
+
+
+def select(spec: str | None) -> tuple[Scenario, ...]:
+    """The scenarios named in C{spec} ("3,4", "6" for 6.3-6.5), in run order.
+
+    Raises C{ValueError} naming the unknown ids.
+    """
+    if not spec:
+        return SCENARIOS
+    wanted: set[str] = set()
+    unknown: list[str] = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        if item == "6":
+            wanted.update(("6.3", "6.4", "6.5"))
+        elif item in _BY_ID:
+            wanted.add(item)
+        else:
+            unknown.append(item)
+    if unknown or not wanted:
+        named = ", ".join(unknown) if unknown else repr(spec)
+        raise ValueError(
+            f"unknown scenario {named}; "
+            f"choose from {', '.join(_BY_ID)} (6 = 6.3,6.4,6.5)"
+        )
+    return tuple(s for s in SCENARIOS if s.id in wanted)
+
+
+def backends_used(scenarios: Iterable[Scenario]) -> tuple[str, ...]:
+    """The backends the scenarios need, in a stable order."""
+    used = {name for scenario in scenarios for name in scenario.outbounds}
+    return tuple(name for name in BACKENDS if name in used)

@@ -1,0 +1,384 @@
+"""The benchmark harness (C{benchmarks/}) runs in the suite so that it cannot rot.
+
+C{make bench} itself is not part of C{make test}.  Here its parsing and
+reporting run on recorded wrk output, its Python backends serve real
+requests, and its nfork configs go through nfork's own loader.  On a machine
+with wrk and nginx, a 1-second run of three scenarios goes through every
+code path end to end; without them, the harness must refuse to run and say
+exactly what to install.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import attrs
+import pytest
+
+from benchmarks import run, scenarios, wrk
+from benchmarks.nginx import backends_config, mirror_config
+from benchmarks.processes import (
+    CPUMeter,
+    Supervisor,
+    established_connections,
+    peak_rss_bytes,
+    process_tree,
+)
+from benchmarks.report import RunResult, markdown, summarize, write_json
+from benchmarks.stack import (
+    Backends,
+    NforkProxy,
+    NforkSettings,
+    Received,
+    nfork_config,
+)
+from benchmarks.tools import INSTALL_COMMAND, find_tools
+from nfork.config import load_config
+
+# Recorded from wrk 4.1.0 (Debian bookworm) against nginx.
+WRK_FAST = """\
+Running 2s test @ http://127.0.0.1:47123/
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   639.02us  184.53us   3.16ms   78.16%
+    Req/Sec    38.97k     3.69k   47.15k    75.00%
+  Latency Distribution
+     50%  624.00us
+     75%  716.00us
+     90%  833.00us
+     99%    1.23ms
+  77584 requests in 2.00s, 11.25MB read
+Requests/sec:  38721.24
+Transfer/sec:      5.61MB
+"""
+
+# Recorded against a backend answering after 1.5 s; the socket errors line
+# (absent from that run) is wrk's format with made-up numbers.
+WRK_SLOW_WITH_ERRORS = """\
+Running 3s test @ http://127.0.0.1:36611/
+  1 threads and 4 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.50s    30.45us   1.50s    62.50%
+    Req/Sec     2.00      0.00     2.00    100.00%
+  Latency Distribution
+     50%    1.50s
+     75%    1.50s
+     90%    1.50s
+     99%    1.50s
+  8 requests in 3.01s, 1.30KB read
+  Socket errors: connect 0, read 2, write 0, timeout 4
+  Non-2xx or 3xx responses: 3
+Requests/sec:      2.66
+Transfer/sec:     441.36B
+""".replace("1.50s\n", "1.50s \n")  # wrk pads a time in seconds with a space
+
+
+def test_wrk_report_is_parsed() -> None:
+    result = wrk.parse(WRK_FAST)
+    assert result.requests == 77584
+    assert result.seconds == pytest.approx(2.0)
+    assert result.requests_per_second == pytest.approx(38721.24)
+    assert result.latency_ms == pytest.approx(
+        {"p50": 0.624, "p75": 0.716, "p90": 0.833, "p99": 1.23}
+    )
+    assert result.errors == 0
+
+
+def test_wrk_seconds_and_errors_are_parsed() -> None:
+    result = wrk.parse(WRK_SLOW_WITH_ERRORS)
+    assert result.latency_ms["p99"] == pytest.approx(1500.0)
+    assert result.socket_errors == {"connect": 0, "read": 2, "write": 0, "timeout": 4}
+    assert result.non_2xx == 3
+    assert result.errors == 9
+
+
+def test_wrk_output_without_latency_is_refused() -> None:
+    without = WRK_FAST.split("  Latency Distribution")[0] + "Requests/sec: 1.0\n"
+    with pytest.raises(wrk.WrkOutputError, match="--latency"):
+        wrk.parse(without)
+
+
+def test_wrk_command_is_the_issue_load() -> None:
+    assert wrk.command("wrk", "http://127.0.0.1:1/", 10) == [
+        "wrk",
+        "-t1",
+        "-c32",
+        "-d10s",
+        "--latency",
+        "http://127.0.0.1:1/",
+    ]
+
+
+def test_scenarios_are_selected_by_id() -> None:
+    assert [s.id for s in scenarios.select("6,3")] == ["3", "6.3", "6.4", "6.5"]
+    assert len(scenarios.select(None)) == 8
+    with pytest.raises(ValueError, match="unknown scenario 7"):
+        scenarios.select("3,7")
+
+
+def test_nfork_configs_are_valid_nfork_configs() -> None:
+    ports = {name: 10000 + i for i, name in enumerate(scenarios.BACKENDS)}
+    settings = NforkSettings(
+        idle_conn=512, max_inflight=700, timeout=1.0, control=False
+    )
+    for scenario in scenarios.SCENARIOS:
+        if scenario.proxy != "nfork":
+            continue
+        text = json.dumps(nfork_config(scenario, ports, 9999, settings))
+        (inbound,) = load_config(text)
+        assert inbound.active == scenario.active
+        assert [o.name for o in inbound.outbounds] == list(scenario.outbounds)
+        assert inbound.idle_conn == 512
+        assert inbound.timeout == 1.0
+        for outbound in inbound.outbounds:
+            if outbound.name in scenario.shadows:
+                assert outbound.max_inflight == 700
+
+
+def test_nginx_configs_mirror_every_shadow(tmp_path: Path) -> None:
+    text = mirror_config(tmp_path, 8000, 8001, [8002, 8003], keepalive=64, timeout=1)
+    assert text.count("mirror /_mirror") == 2
+    assert "mirror_request_body on;" in text
+    assert text.count("keepalive 64;") == 3
+    assert 'proxy_set_header Connection "";' in text
+    assert "proxy_read_timeout 1000ms;" in text
+    assert "worker_processes 1;" in text
+    backends = backends_config(tmp_path, {"fast1": 8001, "fast2": 8002})
+    assert backends.count("access_log") == 2
+
+
+def _run(sid: str, round_: int, rps: float, p99: float, **kw: object) -> RunResult:
+    info = {s.id: s for s in scenarios.SCENARIOS}[sid]
+    active = int(rps * 10)
+    received = kw.pop("received", None) or {
+        name: Received(active, 32) for name in info.outbounds
+    }
+    return RunResult(
+        scenario=sid,
+        round=round_,
+        wrk=wrk.WrkResult(
+            requests=active,
+            seconds=10.0,
+            requests_per_second=rps,
+            latency_ms={"p50": p99 / 4, "p75": p99 / 3, "p90": p99 / 2, "p99": p99},
+            socket_errors={"connect": 0, "read": 0, "write": 0, "timeout": 0},
+            non_2xx=0,
+        ),
+        wrk_cpu_percent=30.0,
+        proxy_cpu_percent=100.0,
+        proxy_peak_rss_bytes=50 * 2**20,
+        received=received,  # type: ignore[arg-type]
+        dropped=kw.pop("dropped", dict.fromkeys(info.shadows, 0)),  # type: ignore[arg-type]
+        peak_connections=dict.fromkeys(info.outbounds, 32),
+        backend_cpu_percent={"nginx-backends": 10.0},
+        clean_stop=True,
+    )
+
+
+def test_report_has_medians_ratios_and_targets(tmp_path: Path) -> None:
+    runs = [
+        _run("3", 1, 3000, 20.0),
+        _run("3", 2, 3300, 10.0),
+        _run("3", 3, 2700, 30.0),
+        _run("6.3", 1, 6000, 10.0),
+        _run("5", 1, 2900, 25.0),
+    ]
+    summaries = {
+        sid: summarize([r for r in runs if r.scenario == sid])
+        for sid in ("3", "5", "6.3")
+    }
+    assert summaries["3"].requests_per_second == 3000
+    assert summaries["3"].p99_ms == 20.0
+    assert summaries["3"].spread_percent == pytest.approx(10.0)
+    text = markdown(summaries, ["## header"], rounds=3)
+    assert "| 3 | 3 outbounds | nfork | 3,000 ±10% |" in text
+    assert "| 3 vs 6.3 | 3,000 | 6,000 | 0.50x |" in text
+    assert "scenario 3 req/s >= 0.6x nginx mirror: 0.50x (NOT met)" in text
+    assert "scenario 5 req/s >= 0.9x scenario 3: 0.97x (met)" in text
+    assert "scenario 5 p99 <= 1.5x scenario 3: 1.25x (met)" in text
+
+    path = write_json(tmp_path, datetime.now(timezone.utc), {}, {}, runs, summaries)
+    document = json.loads(path.read_text())
+    assert path.parent == tmp_path
+    assert len(document["runs"]) == 5
+    assert document["summary"]["3"]["requests_per_second"] == 3000
+    assert document["comparisons"][0]["requests_per_second"] == 0.5
+    assert document["runs"][0]["received"]["fast1"] == {
+        "requests": 30000,
+        "connections": 32,
+    }
+
+
+def test_duplication_check_counts_what_neither_arrived_nor_was_dropped() -> None:
+    received = {
+        "fast1": Received(1000, 32),
+        "fast2": Received(1000, 32),
+        "blackhole": Received(700, 700),
+    }
+    shed = _run(
+        "5", 1, 100, 5.0, received=received, dropped={"fast2": 0, "blackhole": 300}
+    )
+    assert shed.missing() == {"fast2": 0, "blackhole": 0}
+    lost = _run(
+        "5", 1, 100, 5.0, received=received, dropped={"fast2": 0, "blackhole": 0}
+    )
+    assert lost.missing() == {"fast2": 0, "blackhole": 300}
+    unknown = _run("5", 1, 100, 5.0, received=received, dropped=None)
+    text = markdown({"5": summarize([unknown])}, [], rounds=1)
+    assert "+300 missing (drops unknown)" in text
+
+
+def test_drops_come_from_nforks_stats(tmp_path: Path) -> None:
+    supervisor = Supervisor(tmp_path)
+    process = supervisor.start("fake-nfork", [sys.executable, "-c", "pass"])
+    proxy = NforkProxy(port=1, process=process, control_port=None)
+    stats = {
+        "bench": {
+            name: {"dropped": 0, "total": {"dropped": dropped, "requests": 5}}
+            for name, dropped in (("fast1", 0), ("fast2", 0), ("blackhole", 42))
+        }
+    }
+    assert proxy.dropped(("fast2", "blackhole"), stats) == {
+        "fast2": 0,
+        "blackhole": 42,
+    }
+    assert proxy.dropped(("fast2",), None) is None
+    assert proxy.dropped(("fast2",), {"bench": {}}) is None
+    assert proxy.stats() is None
+    supervisor.stop_all()
+
+
+def test_nfork_warnings_and_unclean_stops_are_reported(tmp_path: Path) -> None:
+    supervisor = Supervisor(tmp_path)
+    process = supervisor.start(
+        "noisy",
+        [
+            sys.executable,
+            "-c",
+            "print('2026-01-01T00:00:00+0000 [nfork.x#info] fine');"
+            "print('2026-01-01T00:00:00+0000 [nfork.x#error] broken pipe')",
+        ],
+    )
+    process.popen.wait()
+    problems = process.log_problems()
+    assert problems == ["2026-01-01T00:00:00+0000 [nfork.x#error] broken pipe"]
+    supervisor.stop_all()
+    noisy = attrs.evolve(
+        _run("3", 1, 100, 5.0), log_problems=problems, clean_stop=False
+    )
+    text = markdown({"3": summarize([noisy])}, [], rounds=1)
+    assert "Scenario 3: nfork logged 1 warning or error line(s)" in text
+    assert "broken pipe" in text
+    assert "did not exit within 5 s of SIGTERM" in text
+
+
+def test_missing_tools_are_named_with_the_install_line(tmp_path: Path) -> None:
+    tools = find_tools(path=str(tmp_path), extra_dirs=())
+    assert tools.missing == ("wrk", "nginx")
+    assert INSTALL_COMMAND == "apt-get install -y wrk nginx-light"
+    assert INSTALL_COMMAND in tools.message()
+    (tmp_path / "wrk").write_text("#!/bin/sh\n")
+    (tmp_path / "wrk").chmod(0o755)
+    assert find_tools(path=str(tmp_path), extra_dirs=()).missing == ("nginx",)
+
+
+def test_harness_refuses_to_run_without_wrk(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert run.main(["--quick", "--results-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "benchmark: missing wrk" in err
+    assert f"sudo apt-get update && sudo {INSTALL_COMMAND}" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def _http_get(sock: socket.socket) -> None:
+    sock.sendall(b"GET /x HTTP/1.1\r\nHost: b\r\n\r\n")
+
+
+def test_python_backends_delay_or_never_answer(tmp_path: Path) -> None:
+    supervisor = Supervisor(tmp_path)
+    backends = Backends(supervisor, nginx_binary="unused", slow_delay=0.1)
+    try:
+        backends.start_python("slow", "delay")
+        backends.start_python("blackhole", "blackhole")
+        with socket.create_connection(("127.0.0.1", backends.ports["slow"])) as sock:
+            for _ in range(2):
+                sent = time.monotonic()
+                _http_get(sock)
+                answer = sock.recv(4096)
+                assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+                assert time.monotonic() - sent >= 0.09
+        port = backends.ports["blackhole"]
+        with socket.create_connection(("127.0.0.1", port), timeout=0.3) as sock:
+            _http_get(sock)
+            with pytest.raises(TimeoutError):
+                sock.recv(4096)
+        received = backends.received()
+        assert received["slow"] == Received(2, 1)
+        assert received["blackhole"] == Received(1, 1)
+        pids = [p.pid for p in supervisor.processes]
+        meter = CPUMeter.start(pids)
+        assert meter.percent() >= 0
+        assert peak_rss_bytes(pids) > 1_000_000
+        assert process_tree(pids[0]) == [pids[0]]
+        assert established_connections([port]) == {port: 0}
+    finally:
+        processes = list(supervisor.processes)
+        supervisor.stop_all()
+    assert all(p.popen.returncode is not None for p in processes)
+
+
+def test_backend_exits_when_the_harness_goes(tmp_path: Path) -> None:
+    backend = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.backends", "blackhole"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert backend.stdout is not None and backend.stdin is not None
+    assert backend.stdout.readline().startswith(b"port ")
+    backend.stdin.close()
+    assert backend.wait(10) == 0
+    backend.stdout.close()
+
+
+def test_benchmark_runs_or_says_what_to_install(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 1-second run of scenarios 1, 4 and 6.5 (nfork, nginx, both Python backends)."""
+    argv = ["--scenarios", "1,4,6.5", "--rounds", "1", "--duration", "1"]
+    argv += ["--results-dir", str(tmp_path)]
+    code = run.main(argv)
+    out, err = capsys.readouterr()
+    if find_tools().missing:
+        assert code == 2
+        assert INSTALL_COMMAND in err
+        assert list(tmp_path.iterdir()) == []
+        return
+    assert code == 0, err
+    (path,) = tmp_path.glob("bench-*.json")
+    document = json.loads(path.read_text())
+    summary = document["summary"]
+    assert set(summary) == {"1", "4", "6.5"}
+    for sid, figures in summary.items():
+        assert figures["requests_per_second"] > 0, sid
+        assert figures["client_errors"] == 0, sid
+    # Every copy reached the shadows: the slow one through nfork, the mute
+    # one through nginx's mirror (which never sheds).
+    assert summary["4"]["missing"] == {"fast2": 0, "slow": 0}
+    assert summary["4"]["received"]["slow"] == summary["4"]["received"]["fast1"]
+    assert summary["6.5"]["received"]["blackhole"] > 0
+    assert summary["4"]["proxy_cpu_percent"] > 0
+    assert summary["4"]["proxy_peak_rss_mib"] > 1
+    for run_ in document["runs"]:
+        assert run_["clean_stop"] in (True, None)
+    assert "| 4 | 3 outbounds, 200 ms shadow | nfork |" in out
