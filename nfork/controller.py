@@ -84,6 +84,11 @@ class Controller:
 
     # -- reading ---------------------------------------------------------
 
+    @property
+    def factories(self) -> dict[str, IOutboundFactory]:
+        """The outbound factories in use, by scheme."""
+        return self._factories
+
     def configs(self) -> tuple[InboundConfig, ...]:
         """The configuration of every running inbound, in start order."""
         return tuple(inbound.config for inbound in self._inbounds.values())

@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 
 from nfork.config import InboundConfig, OutboundConfig, dump_config
 from nfork.controller import Controller
+from nfork.reload import ReloadResult, reload_file
 
 T = TypeVar("T")
 
@@ -201,6 +202,18 @@ class Changes:
             inbound,
             lambda before: self._controller.activate(inbound, outbound),
         )
+
+    def reload(self, path: str) -> Deferred[ReloadResult | None]:
+        """Reload the configuration file, one change at a time with the API's.
+
+        The file is what is reloaded, so nothing is written back.
+        """
+
+        async def run() -> ReloadResult | None:
+            async with self._lock:
+                return await reload_file(self._controller, path)
+
+        return _detached(Deferred.fromCoroutine(run()))
 
     def _swap(
         self, what: str, inbound: str, change: Callable[[InboundConfig], T]

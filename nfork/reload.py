@@ -9,6 +9,7 @@ from twisted.logger import Logger
 
 from nfork.config import ConfigError, InboundConfig, load_config_file
 from nfork.controller import Controller
+from nfork.outbound import check_inbounds
 
 _log = Logger()
 
@@ -64,6 +65,7 @@ async def reload_file(controller: Controller, path: str) -> ReloadResult | None:
     """Reload C{path}; an invalid file changes nothing and is logged."""
     try:
         wanted = load_config_file(path)
+        check_inbounds(wanted, controller.factories)
     except ConfigError as e:
         _log.error(
             "reload: {path} is invalid, nothing changed: {error}", path=path, error=e

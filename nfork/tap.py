@@ -219,17 +219,21 @@ class InboundsService(Service):
         return Deferred.fromCoroutine(self.controller.stop(self.drain_timeout))
 
 
-class TerminationService(Service):
-    """Makes SIGTERM a clean shutdown: drain, then exit with status 0.
+class SignalService(Service):
+    """SIGTERM: a clean shutdown (drain, then exit 0); SIGHUP: reload.
 
-    The reactor's own handler would stop the same way but make twistd end by
-    re-raising the signal; a supervisor expects status 0 from a clean stop.
+    The reactor's own SIGTERM handler would stop the same way but make
+    twistd end by re-raising the signal; a supervisor expects status 0 from
+    a clean stop.  SIGHUP reloads the configuration file, when there is one.
     """
 
     _log = Logger()
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(
+        self, reactor: Any, reload: Callable[[], object] | None = None
+    ) -> None:
         self._reactor = reactor
+        self._reload = reload
 
     def startService(self) -> None:
         super().startService()
@@ -237,9 +241,19 @@ class TerminationService(Service):
 
     def _install(self) -> None:
         signal.signal(signal.SIGTERM, self._received)
+        if self._reload is not None:
+            signal.signal(signal.SIGHUP, self._hangup)
 
     def _received(self, signum: int, frame: object) -> None:
         self._reactor.callFromThread(self._terminate)
+
+    def _hangup(self, signum: int, frame: object) -> None:
+        self._reactor.callFromThread(self._reload_now)
+
+    def _reload_now(self) -> None:
+        assert self._reload is not None
+        self._log.info("SIGHUP received: reloading the configuration file")
+        self._reload()
 
     def _terminate(self) -> None:
         self._log.info("SIGTERM received: draining requests in flight, then exiting")
@@ -359,15 +373,16 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     controller = Controller(reactor)
     inbounds = InboundsService(controller, options.inbounds, options.drain_timeout)
     inbounds.setServiceParent(root)
+    config_file = None
+    if options["persist"]:
+        config_file = ConfigFile(options["config"], in_thread_pool(reactor))
+    changes = Changes(controller, config_file)
     control: ControlService | None = None
     if options.control is not None:
-        config_file = None
-        if options["persist"]:
-            config_file = ConfigFile(options["config"], in_thread_pool(reactor))
         api = ControlAPI(
             controller,
             reactor,
-            changes=Changes(controller, config_file),
+            changes=changes,
             log_ring=log_ring,
             token=options.token,
             ready=lambda: inbounds.ready,
@@ -379,7 +394,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             token_required=options.token is not None,
         )
         control.setServiceParent(root)
-    TerminationService(reactor).setServiceParent(root)
+    path = options["config"]
+    reload = (lambda: changes.reload(path)) if path else None
+    SignalService(reactor, reload).setServiceParent(root)
     if options["demo"]:
         _Announcement(
             lambda: demo_instructions(control.http_address if control else None)

@@ -106,3 +106,24 @@ class ReloadTests(SynchronousTestCase):
         assert result is not None
         self.assertEqual(set(result.removed), {"change", "drop"})
         self.assertEqual([c.name for c in self.controller.configs()], ["keep"])
+
+
+class ChangesReloadTests(ReloadTests):
+    """Reloading through Changes takes the same lock as API changes."""
+
+    def test_reload_waits_for_a_change_in_progress(self) -> None:
+        from nfork.persistence import Changes
+
+        changes = Changes(self.controller)
+        path = self.temp_file()
+        path.write_text(json.dumps([inbound("keep", ":9001")]))
+        # Hold the lock as an API change in progress would.
+        locked = changes._lock.acquire()
+        self.successResultOf(locked)
+        reloaded = changes.reload(str(path))
+        self.assertNoResult(reloaded)
+        self.assertEqual(len(self.controller.configs()), 3)
+        changes._lock.release()
+        result = self.successResultOf(reloaded)
+        assert result is not None
+        self.assertEqual([c.name for c in self.controller.configs()], ["keep"])
