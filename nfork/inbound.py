@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from io import BytesIO
 from typing import Any
 
-from attrs import define, frozen
+from attrs import define, field, frozen
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import connectionDone
@@ -50,6 +50,27 @@ class OutboundRoute:
     stats: OutboundStats
     inflight: int = 0
     """Copies sent and not yet finished."""
+    limit: int = field(init=False)
+    """How many copies may be pending before new ones are dropped.
+
+    Starts at C{maxInflight}.  Each timeout halves it, each answer in time
+    raises it by one (up to C{maxInflight} again): a shadow that stopped
+    answering soon holds one copy at a time instead of C{maxInflight}
+    connections that all wait for their timeout.
+    """
+
+    @limit.default
+    def _full_limit(self) -> int:
+        return self.config.max_inflight
+
+    def timed_out(self) -> None:
+        """A copy timed out: halve the limit."""
+        self.limit = max(1, self.limit // 2)
+
+    def answered(self) -> None:
+        """A copy completed in time: raise the limit by one."""
+        if self.limit < self.config.max_inflight:
+            self.limit += 1
 
     @property
     def name(self) -> str:
@@ -330,7 +351,7 @@ class InboundResource(Resource):
             and _sample_point(request, self._random) >= config.sample
         ):
             return False
-        if route.inflight >= config.max_inflight:
+        if route.inflight >= route.limit:
             route.stats.record_dropped()
             return False
         return True
@@ -362,6 +383,7 @@ class InboundResource(Resource):
             latency = clock.seconds() - start
             if isinstance(result, Failure):
                 if expiry.expired:
+                    route.timed_out()
                     route.stats.record_timeout(latency)
                     return Failure(
                         OutboundTimeout(
@@ -373,6 +395,7 @@ class InboundResource(Resource):
                 else:
                     route.stats.record_error(latency)
                 return result
+            route.answered()
             if result is None:
                 route.stats.record_delivered(latency)
             else:

@@ -340,3 +340,38 @@ class ShadowSelectionTests(SynchronousTestCase):
         h.clock.advance(1)
         snapshot = h.routes["slow"].stats.snapshot()
         self.assertEqual(snapshot["dropped"], 3)
+
+
+class AdaptiveLimitTests(SynchronousTestCase):
+    """A shadow that times out gets fewer copies until it answers again."""
+
+    def test_timeouts_shrink_the_limit_and_answers_restore_it(self) -> None:
+        h = Harness(
+            inbound_config(
+                out={
+                    "prod": "127.0.0.1:1",
+                    "mute": {"addr": "127.0.0.1:2", "maxInflight": 8},
+                },
+            )
+        )
+        route = h.routes["mute"]
+        for _ in range(8):
+            h.stub.get(URL)
+        self.assertEqual(len(h["mute"].sent), 8)
+        h.clock.advance(0.2)  # all eight copies time out
+        self.assertEqual(route.limit, 1)
+        for _ in range(3):
+            h.stub.get(URL)
+        # One copy at a time now: the others are dropped at once.
+        self.assertEqual(len(h["mute"].sent), 9)
+        h.clock.advance(1)
+        self.assertEqual(route.stats.snapshot()["dropped"], 2)
+        # The shadow answers again: the limit grows back, one per answer.
+        h.stub.get(URL)
+        h["mute"].last.answer(200)
+        self.assertEqual(route.limit, 2)
+        for _ in range(20):
+            h.stub.get(URL)
+            h["mute"].last.answer(200)
+        self.assertEqual(route.limit, 8)
+        self.assertEqual(h.routes["prod"].stats.total_dropped, 0)
