@@ -30,6 +30,7 @@ from nfork.config import ConfigError, InboundConfig, load_config_file
 from nfork.controller import Controller
 from nfork.demo import demo_backends, demo_config, demo_instructions
 from nfork.durations import parse_duration
+from nfork.gctuning import tune_gc
 from nfork.klog import LogRing, LogRingService
 from nfork.outbound import check_inbounds
 from nfork.persistence import Changes, ConfigFile, in_thread_pool
@@ -364,6 +365,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
+    tune_gc(reactor)
     root = MultiService()
     # First, so that /debug/klog shows the startup too.
     log_ring = LogRing()

@@ -208,3 +208,23 @@ def test_the_demo_prints_the_control_apis_curl_commands() -> None:
     text = "\n".join(formatEvent(e) for e in events)
     assert "curl http://127.0.0.1:9190/v1/nfork/stats" in text
     assert "curl -X POST http://127.0.0.1:9190/v1/nfork/demo/staging/activate" in text
+
+
+def test_make_service_tunes_the_garbage_collector() -> None:
+    import gc
+
+    from twisted.internet.testing import MemoryReactorClock
+
+    from nfork.gctuning import GEN0_THRESHOLD
+    from nfork.tap import Options, makeService
+
+    before = gc.get_threshold()
+    reactor = MemoryReactorClock()
+    options = Options()
+    options.parseOptions(["--demo", "--control", "none"])
+    try:
+        makeService(options, reactor)
+        assert gc.get_threshold()[0] == GEN0_THRESHOLD
+        assert any(call[0] is gc.freeze for call in reactor.whenRunningHooks)
+    finally:
+        gc.set_threshold(*before)
