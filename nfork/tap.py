@@ -210,7 +210,8 @@ class InboundsService(Service):
                     name=config.name,
                     error=failures[0].getErrorMessage(),
                 )
-                failures[0].raiseException()
+                # A clear message and a non-zero exit, not a traceback.
+                raise SystemExit(1)
         self.ready = True
 
     def stopService(self) -> Deferred[None]:

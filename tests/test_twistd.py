@@ -125,3 +125,46 @@ def test_twistd_refuses_an_invalid_config(tmp_path: Path) -> None:
     assert '"timeout"' in output
     assert "10x" in output
     assert "Traceback" not in output
+
+
+def test_twistd_exits_cleanly_when_an_inbound_cannot_listen(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "nfork.json"
+        config.write_text(
+            json.dumps(
+                [
+                    {
+                        "name": "busy",
+                        "listen": f"127.0.0.1:{port}",
+                        "out": {"a": "127.0.0.1:1"},
+                        "active": "a",
+                    }
+                ]
+            )
+        )
+        result = subprocess.run(
+            [
+                TWISTD,
+                "--nodaemon",
+                "--pidfile=",
+                "nfork",
+                "--config",
+                str(config),
+                "--control",
+                "none",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=str(tmp_path),
+        )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "cannot start inbound busy" in output
+    assert "Address already in use" in output
+    assert "Traceback" not in output
