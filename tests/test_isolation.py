@@ -251,3 +251,41 @@ def _connect_and_send(port: int, data: bytes) -> Any:
     assert client.transport is not None
     client.transport.write(data)
     return client
+
+
+class BackendRestartTests(_ProxyTestCase):
+    """A backend restarting behind pooled keep-alive connections."""
+
+    @inlineCallbacks
+    def test_requests_after_a_backend_restart_succeed(self) -> Any:
+        from twisted.protocols.policies import WrappingFactory
+        from twisted.web import server
+
+        shadow = RecordingService("shadow")
+        shadow.listen()
+        self.addCleanup(shadow.close)
+        backend = RecordingService("restarting")
+        wrapper = WrappingFactory(server.Site(backend))
+        port = cast(Any, reactor).listenTCP(0, wrapper, interface="127.0.0.1")
+        number = port.getHost().port
+        backend.port = port
+        self.addCleanup(backend.close)
+        self.active = backend
+        yield self.start(
+            shadow.address,
+            out={"prod": f"127.0.0.1:{number}", "shadow": shadow.address},
+        )
+        for _ in range(3):
+            result = yield self.timed_get()
+            self.assertEqual(result[:2], (200, b"restarting"))
+        # Restart: the listener and every pooled connection go away at once.
+        yield port.stopListening()
+        for protocol in list(wrapper.protocols):
+            protocol.transport.loseConnection()
+        backend.port = cast(Any, reactor).listenTCP(
+            number, wrapper, interface="127.0.0.1"
+        )
+        for _ in range(5):
+            result = yield self.timed_get()
+            self.assertEqual(result[:2], (200, b"restarting"))
+        self.assertEqual(len(backend.received), 8)
