@@ -24,12 +24,12 @@ from nfork.httpclient import HTTPClientPool
 from nfork.inbound import (
     HEADER_TIMEOUT,
     InboundResource,
-    InboundSite,
     OutboundRoute,
     Routing,
 )
 from nfork.interfaces import IOutboundFactory
 from nfork.outbound import OutboundContext, check_inbound, outbound_factories
+from nfork.server import InboundServerFactory
 from nfork.stats import OutboundStats
 
 
@@ -50,7 +50,7 @@ class RunningInbound:
     """An inbound that is listening: its resource, site and port."""
 
     resource: InboundResource
-    site: InboundSite
+    site: InboundServerFactory
     port: IListeningPort
 
     @property
@@ -139,8 +139,8 @@ class Controller:
                 )
         routing = self._routing(config, previous=None)
         resource = InboundResource(routing, self._reactor)
-        site = InboundSite(
-            resource, header_timeout=self._header_timeout, reactor=self._reactor
+        site = InboundServerFactory(
+            resource, self._reactor, header_timeout=self._header_timeout
         )
         endpoint = serverFromString(self._reactor, config.endpoint)
         try:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import random
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from io import BytesIO
-from typing import Any
+from typing import Any, Protocol
 
 from attrs import define, field, frozen
 from twisted.internet.defer import CancelledError, Deferred
@@ -90,6 +90,41 @@ class Routing:
     def routes(self) -> tuple[OutboundRoute, ...]:
         """Every outbound, the active one first."""
         return (self.active, *self.shadows)
+
+
+class Responder(Protocol):
+    """Where the answer to one forked request goes.
+
+    The lean server (L{nfork.server}) and twisted.web (L{render}) both
+    implement it, so forking, dispatching and answering are shared.
+    """
+
+    @property
+    def gone(self) -> bool:
+        """Whether the client went away or was already answered."""
+
+    @property
+    def method(self) -> bytes:
+        """The request's method (a C{HEAD} answer carries no body)."""
+
+    def respond(
+        self,
+        code: int,
+        phrase: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        body: bytes,
+        length: bytes | None,
+    ) -> None:
+        """Answer with C{headers} as given, then C{Content-Length: length}."""
+
+    def fail(self, code: int, text: str) -> None:
+        """Answer with a short plain-text error."""
+
+    def drop(self) -> None:
+        """End the exchange without an answer (the copy was cancelled)."""
+
+    def on_gone(self, cancel: Callable[[], object]) -> None:
+        """Call C{cancel} if the client goes away before it is answered."""
 
 
 class InboundRequest(server.Request):
@@ -294,51 +329,68 @@ class InboundResource(Resource):
 
     def render(self, request: server.Request) -> bytes | int:
         """Fork the request; answer with the active outbound's response."""
-        routing = self.routing
-        config = routing.config
+        responder = _WebResponder(request)
         body = request.content.getvalue() if request.content is not None else b""
-        if getattr(request, "body_too_large", False) or len(body) > config.max_body:
-            return _plain_error(
-                request,
-                413,
-                f"nfork: request body larger than {config.max_body} bytes\n",
-            )
-        proxy_request = self._proxy_request(request, body)
-        for shadow in routing.shadows:
-            if self._wants_copy(shadow, proxy_request):
-                self._dispatch(shadow, proxy_request, keep_body=False).addErrback(
-                    _ignore
-                )
-        response = self._dispatch(routing.active, proxy_request, keep_body=True)
-        finished = request.notifyFinish()
-        finished.addErrback(lambda _: response.cancel())
-        response.addCallbacks(
-            _answer,
-            _answer_failure,
-            callbackArgs=(request,),
-            errbackArgs=(request, routing),
+        if getattr(request, "body_too_large", False) or len(body) > self.max_body:
+            self.refuse_too_large(responder)
+            return server.NOT_DONE_YET
+        client_ip = getattr(request.getClientAddress(), "host", "")
+        headers = [
+            (name, value)
+            for name, values in request.requestHeaders.getAllRawHeaders()
+            for value in values
+        ]
+        self.fork(
+            self.proxy_request(
+                request.method,
+                request.uri,
+                headers,
+                body,
+                client_ip,
+                request.isSecure(),
+            ),
+            responder,
         )
         return server.NOT_DONE_YET
 
-    def _proxy_request(self, request: server.Request, body: bytes) -> ProxyRequest:
-        client = request.getClientAddress()
-        client_ip = getattr(client, "host", "")
-        headers = outbound_request_headers(
-            (
-                (name, value)
-                for name, values in request.requestHeaders.getAllRawHeaders()
-                for value in values
-            ),
-            client_ip,
-            b"https" if request.isSecure() else b"http",
-        )
+    def refuse_too_large(self, responder: Responder) -> None:
+        """Answer 413: the request body is larger than C{maxBody}."""
+        responder.fail(413, f"nfork: request body larger than {self.max_body} bytes\n")
+
+    def proxy_request(
+        self,
+        method: bytes,
+        uri: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        body: bytes,
+        client_ip: str,
+        secure: bool,
+    ) -> ProxyRequest:
+        """The copy of a client request that every outbound receives."""
         return ProxyRequest(
-            method=request.method,
-            uri=request.uri,
-            headers=headers,
+            method=method,
+            uri=uri,
+            headers=outbound_request_headers(
+                headers, client_ip, b"https" if secure else b"http"
+            ),
             body=body,
             client=client_ip,
             received=self._clock.seconds(),
+        )
+
+    def fork(self, request: ProxyRequest, responder: Responder) -> None:
+        """Copy C{request} to the outbounds; answer C{responder} from the active."""
+        routing = self.routing
+        for shadow in routing.shadows:
+            if self._wants_copy(shadow, request):
+                self._dispatch(shadow, request, keep_body=False).addErrback(_ignore)
+        response = self._dispatch(routing.active, request, keep_body=True)
+        responder.on_gone(response.cancel)
+        response.addCallbacks(
+            _answer,
+            _answer_failure,
+            callbackArgs=(responder,),
+            errbackArgs=(responder, routing),
         )
 
     def _wants_copy(self, route: OutboundRoute, request: ProxyRequest) -> bool:
@@ -433,13 +485,13 @@ def _ignore(failure: Failure) -> None:
     """Shadow outcomes are in the stats; nobody waits for them."""
 
 
-def _answer(response: ProxyResponse, request: server.Request) -> None:
+def _answer(response: ProxyResponse, responder: Responder) -> None:
     """Send the active outbound's response to the client."""
-    if request.finished or getattr(request, "_disconnected", False):
+    if responder.gone:
         return
     body = response.body
     length: bytes | None
-    if body or not (request.method == b"HEAD" or response.code in (204, 304)):
+    if body or not (responder.method == b"HEAD" or response.code in (204, 304)):
         length = b"%d" % len(body)
     elif response.code == 204:
         length = None
@@ -448,39 +500,74 @@ def _answer(response: ProxyResponse, request: server.Request) -> None:
         length = header_value(response.headers, b"content-length")
     headers = client_response_headers(response.headers)
     phrase = response.phrase or http.RESPONSES.get(response.code, b"Unknown")
-    if isinstance(request, InboundRequest):
-        request.send_response(response.code, phrase, headers, body, length)
-        return
-    request.setResponseCode(response.code, phrase)
-    request.responseHeaders = TwistedHeaders()
-    for name, value in headers:
-        request.responseHeaders.addRawHeader(name, value)
-    if length is not None:
-        request.responseHeaders.setRawHeaders(b"Content-Length", [length])
-    request.defaultContentType = None
-    if body:
-        request.write(body)
-    request.finish()
+    responder.respond(response.code, phrase, headers, body, length)
 
 
-def _answer_failure(
-    failure: Failure, request: server.Request, routing: Routing
-) -> None:
+def _answer_failure(failure: Failure, responder: Responder, routing: Routing) -> None:
     """Answer the client when the active outbound timed out or failed."""
-    if request.finished or getattr(request, "_disconnected", False):
+    if responder.gone:
         return
     config = routing.config
     if failure.check(OutboundTimeout):
-        _finish_plain(request, config.timeout_code, f"nfork: {failure.value}\n")
+        responder.fail(config.timeout_code, f"nfork: {failure.value}\n")
     elif failure.check(CancelledError):
-        request.finish()
+        responder.drop()
     else:
         reason = failure.getErrorMessage() or repr(failure.value)
-        _finish_plain(
-            request,
+        responder.fail(
             config.error_code,
             f'nfork: active outbound "{routing.active.name}" failed: {reason}\n',
         )
+
+
+class _WebResponder:
+    """Adapts a twisted.web request to L{Responder}."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: server.Request) -> None:
+        self.request = request
+
+    @property
+    def gone(self) -> bool:
+        request = self.request
+        return bool(request.finished or getattr(request, "_disconnected", False))
+
+    @property
+    def method(self) -> bytes:
+        return self.request.method
+
+    def respond(
+        self,
+        code: int,
+        phrase: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        body: bytes,
+        length: bytes | None,
+    ) -> None:
+        request = self.request
+        if isinstance(request, InboundRequest):
+            request.send_response(code, phrase, headers, body, length)
+            return
+        request.setResponseCode(code, phrase)
+        request.responseHeaders = TwistedHeaders()
+        for name, value in headers:
+            request.responseHeaders.addRawHeader(name, value)
+        if length is not None:
+            request.responseHeaders.setRawHeaders(b"Content-Length", [length])
+        request.defaultContentType = None
+        if body:
+            request.write(body)
+        request.finish()
+
+    def fail(self, code: int, text: str) -> None:
+        _finish_plain(self.request, code, text)
+
+    def drop(self) -> None:
+        self.request.finish()
+
+    def on_gone(self, cancel: Callable[[], object]) -> None:
+        self.request.notifyFinish().addErrback(lambda _: cancel())
 
 
 def _finish_plain(request: server.Request, code: int, text: str) -> None:
