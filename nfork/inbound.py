@@ -26,6 +26,7 @@ from twisted.web.http_headers import Headers as TwistedHeaders
 from twisted.web.resource import Resource
 
 from nfork.config import InboundConfig, OutboundConfig
+from nfork.deadlines import Deadline, Deadlines
 from nfork.headers import (
     client_response_headers,
     header_value,
@@ -308,6 +309,7 @@ class InboundResource(Resource):
         super().__init__()
         self.routing = routing
         self._clock = clock
+        self._deadlines = Deadlines(clock)
         self._random = random.random
         self.pending = 0
         """Copies sent by this inbound and not yet finished."""
@@ -419,7 +421,7 @@ class InboundResource(Resource):
         self.pending += 1
         sent = route.outbound.send(request, keep_body)
         expiry = _Expiry(sent)
-        expiry.call = clock.callLater(timeout, expiry.expire)
+        expiry.deadline = self._deadlines.add(timeout, expiry.expire)
 
         def record(
             result: ProxyResponse | Failure | None,
@@ -430,8 +432,7 @@ class InboundResource(Resource):
                 waiters, self._idle_waiters = self._idle_waiters, []
                 for waiter in waiters:
                     waiter.callback(None)
-            if expiry.call.active():
-                expiry.call.cancel()
+            expiry.deadline.cancel()
             latency = clock.seconds() - start
             if isinstance(result, Failure):
                 if expiry.expired:
@@ -460,9 +461,9 @@ class InboundResource(Resource):
 class _Expiry:
     """Cancels a pending copy when its timeout passes, remembering why."""
 
-    __slots__ = ("call", "deferred", "expired")
+    __slots__ = ("deadline", "deferred", "expired")
 
-    call: IDelayedCall
+    deadline: Deadline
 
     def __init__(self, deferred: Deferred[ProxyResponse | None]) -> None:
         self.deferred = deferred
