@@ -594,10 +594,11 @@ def slow_target() -> Iterator[ThreadingHTTPServer]:
     target.server_close()
 
 
-@pytest.mark.skipif(not NFORK.exists(), reason="nfork console script not installed")
 def test_ctrl_c_stops_the_command_with_the_summary(
     tmp_path: Path, slow_target: ThreadingHTTPServer
 ) -> None:
+    # `make test` installs nfork, console script included.
+    assert NFORK.exists(), f"{NFORK} missing: run the suite through make test"
     path = tmp_path / "traffic.jsonl"
     write_recording(path, [recorded(f"/{n}", 100.0 + n) for n in range(100)])
     port = slow_target.server_address[1]
