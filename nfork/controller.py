@@ -21,15 +21,10 @@ from twisted.logger import Logger
 from nfork.addresses import listen_key
 from nfork.config import InboundConfig, OutboundConfig
 from nfork.httpclient import HTTPClientPool
-from nfork.inbound import (
-    HEADER_TIMEOUT,
-    InboundResource,
-    OutboundRoute,
-    Routing,
-)
+from nfork.inbound import InboundResource, OutboundRoute, Routing
 from nfork.interfaces import IOutboundFactory
 from nfork.outbound import OutboundContext, check_inbound, outbound_factories
-from nfork.server import InboundServerFactory
+from nfork.server import HEADER_TIMEOUT, InboundServerFactory
 from nfork.stats import OutboundStats
 
 

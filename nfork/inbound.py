@@ -12,13 +12,11 @@ from __future__ import annotations
 import random
 import zlib
 from collections.abc import Callable, Iterable
-from io import BytesIO
 from typing import Any, Protocol
 
 from attrs import define, field, frozen
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import connectionDone
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
@@ -35,7 +33,6 @@ from nfork.headers import (
 from nfork.interfaces import IOutbound
 from nfork.messages import CopyDropped, ProxyRequest, ProxyResponse
 from nfork.stats import OutboundStats
-from nfork.transport import write_now
 
 
 class OutboundTimeout(Exception):
@@ -126,177 +123,6 @@ class Responder(Protocol):
 
     def on_gone(self, cancel: Callable[[], object]) -> None:
         """Call C{cancel} if the client goes away before it is answered."""
-
-
-class InboundRequest(server.Request):
-    """A request that bounds its body in memory and passes headers through.
-
-    The body is kept in memory (never in a temporary file, which would mean
-    disk I/O on the reactor) and bytes beyond the inbound's C{maxBody} are
-    discarded; the resource then answers 413.
-    """
-
-    defaultContentType = None
-    body_too_large = False
-    _max_body = 0
-
-    def gotLength(self, length: int | None) -> None:
-        """Keep the body in memory, refusing early what is known to be too big."""
-        site: InboundSite = getattr(self.channel, "site")  # noqa: B009
-        self._max_body = site.resource.max_body
-        if length is not None and length > self._max_body:
-            self.body_too_large = True
-        self.content = self._body = BytesIO()
-
-    def handleContentChunk(self, data: bytes) -> None:
-        """Store body bytes until the limit is passed, then drop them."""
-        if self.body_too_large:
-            return
-        if self._body.tell() + len(data) > self._max_body:
-            self.body_too_large = True
-            self.content = self._body = BytesIO()
-            return
-        self._body.write(data)
-
-    def process(self) -> None:
-        """Hand the request straight to the inbound's resource.
-
-        twisted.web's default traverses the resource tree, unquotes every path
-        segment and adds C{Server} and C{Date} headers: a proxy wants none of
-        it, and all of it costs time on every request.
-        """
-        site: InboundSite = getattr(self.channel, "site")  # noqa: B009
-        self.site = site
-        self.prepath = []
-        self.postpath = []
-        try:
-            body = site.resource.render(self)
-            if body is not server.NOT_DONE_YET:
-                assert isinstance(body, bytes)
-                self.write(body)
-                self.finish()
-        except BaseException:
-            self.processingFailed(Failure())
-
-    def send_response(
-        self,
-        code: int,
-        phrase: bytes,
-        headers: Iterable[tuple[bytes, bytes]],
-        body: bytes,
-        length: bytes | None,
-    ) -> None:
-        """Write a whole response in one go and finish the request.
-
-        C{headers} are written as given, then C{Content-Length: length} when
-        C{length} is not None.  This replaces twisted.web's header object,
-        C{write} and C{finish} sequence (three writes, two header copies) on
-        the hot path; the channel's keep-alive handling is unchanged.
-        """
-        self.code = code
-        self.code_message = phrase
-        parts = [self.clientproto, b" %d " % code, phrase, b"\r\n"]
-        extend = parts.extend
-        for name, value in headers:
-            extend((name, b": ", value, b"\r\n"))
-        if length is not None:
-            extend((b"Content-Length: ", length, b"\r\n"))
-        if self.responseHeaders.hasHeader(b"connection"):
-            parts.append(b"Connection: close\r\n")
-        parts.append(b"\r\n")
-        if body and self.method != b"HEAD" and code not in http.NO_BODY_CODES:
-            parts.append(body)
-            self.sentLength = len(body)
-        self.startedWriting = 1
-        write_now(self.channel.transport, b"".join(parts))
-        self.finish()
-
-
-HEADER_TIMEOUT = 10.0
-"""Seconds a client has to send a request's line and headers, once started."""
-
-IDLE_TIMEOUT = 60.0
-"""Seconds an idle client connection (keep-alive or silent) is kept open."""
-
-
-class InboundChannel(http.HTTPChannel):
-    """An HTTP channel that gives each request's headers a deadline.
-
-    Twisted's idle timeout restarts with every byte, so a client sending one
-    byte per second (slowloris) would hold its connection for ever; here the
-    request line and headers must all arrive within L{HEADER_TIMEOUT}.
-    """
-
-    header_timeout = HEADER_TIMEOUT
-    _header_deadline: IDelayedCall | None = None
-    _awaiting_headers = True
-
-    def dataReceived(self, data: bytes) -> None:
-        """Start the header deadline on a request's first byte."""
-        if self._awaiting_headers and self._header_deadline is None:
-            self._header_deadline = self.callLater(
-                self.header_timeout, self._headers_too_slow
-            )
-        super().dataReceived(data)
-
-    def allHeadersReceived(self) -> None:
-        """The headers arrived in time: lift the deadline until the next request."""
-        self._awaiting_headers = False
-        self._cancel_header_deadline()
-        super().allHeadersReceived()
-
-    def requestDone(self, request: http.Request) -> None:
-        """Wait for the next request's headers."""
-        self._awaiting_headers = True
-        super().requestDone(request)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """Forget the deadline with the connection."""
-        self._cancel_header_deadline()
-        super().connectionLost(reason)
-
-    def _cancel_header_deadline(self) -> None:
-        if self._header_deadline is not None:
-            if self._header_deadline.active():
-                self._header_deadline.cancel()
-            self._header_deadline = None
-
-    def _headers_too_slow(self) -> None:
-        self._header_deadline = None
-        if self.transport is not None:
-            self.transport.write(
-                b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
-                b"Content-Length: 0\r\n\r\n"
-            )
-            self.transport.loseConnection()
-
-
-class InboundSite(server.Site):
-    """The twisted.web site of one inbound: no per-request access log."""
-
-    requestFactory = InboundRequest
-    protocol = InboundChannel  # type: ignore[assignment]  # HTTP/1.1 only, no h2
-    noisy = False
-
-    def __init__(
-        self,
-        resource: InboundResource,
-        header_timeout: float = HEADER_TIMEOUT,
-        **kwargs: Any,
-    ) -> None:
-        kwargs.setdefault("timeout", IDLE_TIMEOUT)
-        super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)
-        self.resource: InboundResource = resource
-        self.header_timeout = header_timeout
-
-    def buildProtocol(self, addr: Any) -> Any:
-        """A channel with this site's header deadline."""
-        channel = super().buildProtocol(addr)
-        channel.header_timeout = self.header_timeout
-        return channel
-
-    def log(self, request: http.Request) -> None:
-        """Skip the access log: the hot path does no per-request logging."""
 
 
 class InboundResource(Resource):
@@ -547,9 +373,6 @@ class _WebResponder:
         length: bytes | None,
     ) -> None:
         request = self.request
-        if isinstance(request, InboundRequest):
-            request.send_response(code, phrase, headers, body, length)
-            return
         request.setResponseCode(code, phrase)
         request.responseHeaders = TwistedHeaders()
         for name, value in headers:

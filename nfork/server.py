@@ -34,8 +34,14 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
 
-from nfork.inbound import HEADER_TIMEOUT, IDLE_TIMEOUT, InboundResource
+from nfork.inbound import InboundResource
 from nfork.transport import write_now
+
+HEADER_TIMEOUT = 10.0
+"""Seconds a client has to send a request's line and headers, once started."""
+
+IDLE_TIMEOUT = 60.0
+"""Seconds an idle client connection (keep-alive or silent) is kept open."""
 
 MAX_HEAD_SIZE = 16384
 """Bytes allowed for a request line plus headers (twisted.web's limit too)."""

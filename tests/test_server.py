@@ -11,8 +11,13 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from nfork.inbound import HEADER_TIMEOUT, IDLE_TIMEOUT, InboundResource
-from nfork.server import InboundProtocol, InboundServerFactory
+from nfork.inbound import InboundResource
+from nfork.server import (
+    HEADER_TIMEOUT,
+    IDLE_TIMEOUT,
+    InboundProtocol,
+    InboundServerFactory,
+)
 from tests.fakes import FakeOutbound
 from tests.test_inbound import Harness, inbound_config
 
