@@ -209,10 +209,11 @@ class InboundResource(Resource):
     def fork(self, request: ProxyRequest, responder: Responder) -> None:
         """Copy C{request} to the outbounds; answer C{responder} from the active."""
         routing = self.routing
+        timeout = routing.config.timeout
         for shadow in routing.shadows:
             if self._wants_copy(shadow, request):
-                self._dispatch(shadow, request, keep_body=False).addErrback(_ignore)
-        response = self._dispatch(routing.active, request, keep_body=True)
+                self._dispatch(shadow, request, False, timeout).addErrback(_ignore)
+        response = self._dispatch(routing.active, request, True, timeout)
         responder.on_gone(response.cancel)
         response.addCallbacks(
             _answer,
@@ -237,11 +238,19 @@ class InboundResource(Resource):
         return True
 
     def _dispatch(
-        self, route: OutboundRoute, request: ProxyRequest, keep_body: bool
+        self,
+        route: OutboundRoute,
+        request: ProxyRequest,
+        keep_body: bool,
+        inbound_timeout: float,
     ) -> Deferred[ProxyResponse | None]:
-        """Send one copy under its timeout and record its outcome in the stats."""
+        """Send one copy under its timeout and record its outcome in the stats.
+
+        C{inbound_timeout} comes from the routing snapshot the request started
+        with; the outbound's own C{timeout}, if any, wins over it.
+        """
         clock = self._clock
-        timeout = route.config.timeout or self.routing.config.timeout
+        timeout = route.config.timeout or inbound_timeout
         start = clock.seconds()
         route.inflight += 1
         self.pending += 1

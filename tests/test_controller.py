@@ -151,7 +151,9 @@ class ControllerTests(SynchronousTestCase):
     def test_stop_waits_for_copies_in_flight_up_to_the_drain_timeout(self) -> None:
         running = self.add(config())
         closed = _watch_port(running)
-        running.resource._dispatch(running.routing.active, _request(), keep_body=True)
+        running.resource._dispatch(
+            running.routing.active, _request(), True, running.config.timeout
+        )
         stopped = Deferred.fromCoroutine(self.controller.stop(drain_timeout=10))
         self.assertNoResult(stopped)
         self.assertEqual(closed, [True])
@@ -160,7 +162,9 @@ class ControllerTests(SynchronousTestCase):
 
     def test_stop_gives_up_after_the_drain_timeout(self) -> None:
         running = self.add(config(timeout="1m"))
-        running.resource._dispatch(running.routing.active, _request(), keep_body=True)
+        running.resource._dispatch(
+            running.routing.active, _request(), True, running.config.timeout
+        )
         stopped = Deferred.fromCoroutine(self.controller.stop(drain_timeout=2))
         self.reactor.advance(1.9)
         self.assertNoResult(stopped)
