@@ -236,15 +236,32 @@ class SignalService(Service):
     ) -> None:
         self._reactor = reactor
         self._reload = reload
+        self._previous: dict[int, Any] = {}
 
     def startService(self) -> None:
+        # Installed at once, so that a signal arriving between the first
+        # inbound listening and the reactor running is not lost (SIGHUP's
+        # default action would kill the process), and again once the reactor
+        # runs, because the reactor installs its own SIGTERM handler then.
         super().startService()
+        self._install()
         self._reactor.callWhenRunning(self._install)
 
+    def stopService(self) -> None:
+        """Put back the handlers found when the service started."""
+        super().stopService()
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
     def _install(self) -> None:
-        signal.signal(signal.SIGTERM, self._received)
+        self._handle(signal.SIGTERM, self._received)
         if self._reload is not None:
-            signal.signal(signal.SIGHUP, self._hangup)
+            self._handle(signal.SIGHUP, self._hangup)
+
+    def _handle(self, signum: int, handler: Callable[[int, Any], None]) -> None:
+        previous = signal.signal(signum, handler)
+        self._previous.setdefault(signum, previous)
 
     def _received(self, signum: int, frame: object) -> None:
         self._reactor.callFromThread(self._terminate)
@@ -374,12 +391,17 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     if options["demo"]:
         demo_backends(reactor).setServiceParent(root)
     controller = Controller(reactor)
-    inbounds = InboundsService(controller, options.inbounds, options.drain_timeout)
-    inbounds.setServiceParent(root)
     config_file = None
     if options["persist"]:
         config_file = ConfigFile(options["config"], in_thread_pool(reactor))
     changes = Changes(controller, config_file)
+    # Before the inbounds, so that signals are handled from the moment the
+    # first inbound is listening.
+    path = options["config"]
+    reload = (lambda: changes.reload(path)) if path else None
+    SignalService(reactor, reload).setServiceParent(root)
+    inbounds = InboundsService(controller, options.inbounds, options.drain_timeout)
+    inbounds.setServiceParent(root)
     control: ControlService | None = None
     if options.control is not None:
         api = ControlAPI(
@@ -397,9 +419,6 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             token_required=options.token is not None,
         )
         control.setServiceParent(root)
-    path = options["config"]
-    reload = (lambda: changes.reload(path)) if path else None
-    SignalService(reactor, reload).setServiceParent(root)
     if options["demo"]:
         _Announcement(
             lambda: demo_instructions(control.http_address if control else None)

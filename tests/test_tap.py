@@ -228,3 +228,33 @@ def test_make_service_tunes_the_garbage_collector() -> None:
         assert any(call[0] is gc.freeze for call in reactor.whenRunningHooks)
     finally:
         gc.set_threshold(*before)
+
+
+def test_signal_handlers_are_installed_at_start_and_restored_at_stop() -> None:
+    """SIGHUP is handled from the start, before the reactor runs.
+
+    Its default action kills the process, so a reload requested just after
+    the first inbound is listening must not be lost.
+    """
+    import signal as signals
+
+    from nfork.tap import SignalService
+
+    class Reactor(MemoryReactorClock):
+        def callFromThread(self, f: Any, *args: Any) -> None:
+            self.callLater(0, f, *args)
+
+    reactor = Reactor()
+    reloads: list[None] = []
+    before = signals.getsignal(signals.SIGHUP)
+    service = SignalService(reactor, lambda: reloads.append(None))
+    service.startService()
+    try:
+        handler = signals.getsignal(signals.SIGHUP)
+        assert callable(handler) and handler is not before
+        handler(signals.SIGHUP, None)
+        reactor.advance(0)
+        assert reloads == [None]
+    finally:
+        service.stopService()
+    assert signals.getsignal(signals.SIGHUP) is before
