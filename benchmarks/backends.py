@@ -1,14 +1,13 @@
-"""The benchmark's Python backends: one answering after a delay, one never answering.
+"""The benchmark's mute backend: reads and counts requests, never answers.
 
-nginx cannot delay an answer without extra modules, hence these.  They are
-asyncio protocols with C{httptools} parsing (not twisted.web) so that a
-single process sustains thousands of concurrent slow requests without
-becoming the bottleneck.  Run as::
+Every backend that answers is nginx (the slow one with C{echo_sleep}), but
+nginx logs a request only once it ends, so it could not count requests that
+are never answered: hence this.  It is an asyncio protocol with C{httptools}
+parsing, so that it counts whole requests.  Run as::
 
-    python -m benchmarks.backends delay --delay 0.2
-    python -m benchmarks.backends blackhole
+    python -m benchmarks.backends [--port N]
 
-Each prints C{port N} once listening on 127.0.0.1, then answers C{count} on
+It prints C{port N} once listening on 127.0.0.1, then answers C{count} on
 stdin with C{count R C} on stdout (requests received and connections accepted
 so far), and exits when stdin closes, so it never outlives the harness.
 """
@@ -18,17 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
-
-BODY = b"slow backend answer: " + b"x" * 78 + b"\n"
-"""About 100 bytes, like the nginx backends' answer."""
-
-_RESPONSE = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
-    b"Content-Length: %d\r\n\r\n" % len(BODY)
-) + BODY
 
 
 class Counter:
@@ -39,8 +29,8 @@ class Counter:
         self.connections = 0
 
 
-class _RequestProtocol(asyncio.Protocol):
-    """Parses HTTP/1.1 requests; subclasses decide what to answer."""
+class BlackholeProtocol(asyncio.Protocol):
+    """Parses and counts HTTP/1.1 requests and never answers: the peer gives up."""
 
     def __init__(self, counter: Counter) -> None:
         self.counter = counter
@@ -63,39 +53,8 @@ class _RequestProtocol(asyncio.Protocol):
                 self.transport.close()
 
     def on_message_complete(self) -> None:
-        """httptools callback: one whole request has arrived."""
+        """httptools callback: one whole request has arrived (and stays unanswered)."""
         self.counter.requests += 1
-        self.answer(self.parser.should_keep_alive())
-
-    def answer(self, keep_alive: bool) -> None:
-        """Respond (or not) to the request just received."""
-        raise NotImplementedError
-
-
-class DelayProtocol(_RequestProtocol):
-    """Answers 200 with a ~100-byte body, C{delay} seconds after each request."""
-
-    def __init__(self, counter: Counter, delay: float) -> None:
-        super().__init__(counter)
-        self.delay = delay
-
-    def answer(self, keep_alive: bool) -> None:
-        asyncio.get_running_loop().call_later(self.delay, self._respond, keep_alive)
-
-    def _respond(self, keep_alive: bool) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        transport.write(_RESPONSE)
-        if not keep_alive:
-            transport.close()
-
-
-class BlackholeProtocol(_RequestProtocol):
-    """Reads and counts requests and never answers; the peer has to give up."""
-
-    def answer(self, keep_alive: bool) -> None:
-        """Say nothing, ever."""
 
 
 class _Control(asyncio.Protocol):
@@ -120,21 +79,13 @@ class _Control(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def serve(kind: str, delay: float, port: int) -> None:
+async def serve(port: int) -> None:
     """Listen on 127.0.0.1:C{port} until stdin closes."""
     loop = asyncio.get_running_loop()
     counter = Counter()
-    factory: Any
-    if kind == "delay":
-
-        def factory() -> asyncio.Protocol:
-            return DelayProtocol(counter, delay)
-    else:
-
-        def factory() -> asyncio.Protocol:
-            return BlackholeProtocol(counter)
-
-    server = await loop.create_server(factory, "127.0.0.1", port, backlog=4096)
+    server = await loop.create_server(
+        lambda: BlackholeProtocol(counter), "127.0.0.1", port, backlog=4096
+    )
     done: asyncio.Future[None] = loop.create_future()
     await loop.connect_read_pipe(lambda: _Control(counter, done), sys.stdin)
     sockname = server.sockets[0].getsockname()
@@ -147,15 +98,13 @@ async def serve(kind: str, delay: float, port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: C{delay [--delay S] | blackhole} [--port N]."""
+    """Command line: C{[--port N]}."""
     parser = argparse.ArgumentParser(
-        description="A loopback backend for the nfork benchmark."
+        description="The nfork benchmark's mute loopback backend."
     )
-    parser.add_argument("kind", choices=["delay", "blackhole"])
-    parser.add_argument("--delay", type=float, default=0.2, help="seconds")
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.kind, args.delay, args.port))
+    asyncio.run(serve(args.port))
 
 
 if __name__ == "__main__":

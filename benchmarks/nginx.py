@@ -1,8 +1,10 @@
-"""nginx configurations the harness writes: the fast backends and the mirror proxy.
+"""nginx configurations the harness writes: the backends and the mirror proxy.
 
-Both run one worker process: the fast backends so that they leave CPU to the
+Both run one worker process: the backends so that they leave CPU to the
 proxy under test on a small machine, the mirror proxy to compare it core for
-core with the single nfork process.
+core with the single nfork process.  The 200 ms backend is a server of the
+same nginx, delayed with the echo module's C{echo_sleep} (a timer in the
+event loop: thousands of pending answers cost almost nothing).
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from pathlib import Path
 
 FAST_BODY = "fast backend answer: " + "x" * 78
 """About 100 bytes (with nginx's newline) answered by every fast backend."""
+
+SLOW_BODY = "slow backend answer: " + "x" * 78
+"""The same size, answered by the slow backend."""
 
 LOG_FORMAT = "$connection"
 """One access-log line per request holding the connection's serial number:
@@ -23,11 +28,15 @@ def temp_dir(workdir: Path, name: str) -> Path:
     return workdir / f"{name}-tmp"
 
 
-def _common(workdir: Path, name: str) -> str:
-    """The top of a config: foreground, one worker, files under C{workdir}."""
+def _common(workdir: Path, name: str, module: str = "") -> str:
+    """The top of a config: foreground, one worker, files under C{workdir}.
+
+    C{module}, if given, is a dynamic module file to load.
+    """
     tmp = temp_dir(workdir, name)
+    load = f"load_module {module};\n" if module else ""
     return f"""\
-daemon off;
+{load}daemon off;
 master_process on;
 worker_processes 1;
 pid {workdir}/{name}.pid;
@@ -46,26 +55,47 @@ http {{
 """
 
 
-def backends_config(workdir: Path, ports: Mapping[str, int]) -> str:
-    """One server per fast backend on 127.0.0.1, each logging to C{<name>.log}."""
-    servers = "".join(
-        f"""\
+def _server(workdir: Path, name: str, port: int, answer: str) -> str:
+    """A backend on 127.0.0.1:C{port} that logs to C{<name>.log} and runs C{answer}."""
+    return f"""\
     server {{
         listen 127.0.0.1:{port} backlog=4096;
         access_log {workdir}/{name}.log count;
         location / {{
-            return 200 "{FAST_BODY}\\n";
+            {answer}
         }}
     }}
 """
-        for name, port in ports.items()
-    )
+
+
+def backends_config(
+    workdir: Path,
+    fast: Mapping[str, int],
+    slow: Mapping[str, int] | None = None,
+    delay: float = 0.2,
+    echo_module: str = "",
+) -> str:
+    """One server per backend on 127.0.0.1, each logging to C{<name>.log}.
+
+    The C{fast} ones answer at once; the C{slow} ones C{delay} seconds after
+    the request, with the echo module (loaded from C{echo_module} unless
+    nginx has it built in).
+    """
+    servers = [
+        _server(workdir, name, port, f'return 200 "{FAST_BODY}\\n";')
+        for name, port in fast.items()
+    ]
+    delayed = f'echo_sleep {delay:g};\n            echo "{SLOW_BODY}";'
+    servers += [
+        _server(workdir, name, port, delayed) for name, port in (slow or {}).items()
+    ]
+    module = echo_module if slow else ""
     return (
-        _common(workdir, "nginx-backends")
+        _common(workdir, "nginx-backends", module)
         + f"""\
     default_type text/plain;
     log_format count '{LOG_FORMAT}';
-{servers}}}
+{"".join(servers)}}}
 """
     )
 

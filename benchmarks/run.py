@@ -424,8 +424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.monotonic()
     try:
         with _terminate_as_interrupt(), supervised(workdir) as supervisor:
-            assert tools.nginx is not None
-            backends = Backends(supervisor, tools.nginx)
+            assert tools.nginx is not None and tools.echo_module is not None
+            backends = Backends(supervisor, tools.nginx, tools.echo_module)
             backends.start(backends_used(args.selected))
             bench = Bench(args, tools, supervisor, backends, control, stamp)
             bench.run_all()

@@ -104,46 +104,55 @@ def _readline(popen: subprocess.Popen[bytes], timeout: float) -> str:
 
 @define
 class Backends:
-    """The five loopback backends (three nginx servers, the slow and mute ones)."""
+    """The five loopback backends: four nginx servers (three fast, one slow)
+    and the mute Python one."""
 
     supervisor: Supervisor
     nginx_binary: str
+    echo_module: str = ""
+    """What L{benchmarks.tools.Tools.echo_module} found: the slow one needs it."""
     slow_delay: float = 0.2
     ports: dict[str, int] = field(factory=dict)
     _logs: dict[str, _AccessLog] = field(factory=dict)
     _python: dict[str, _PythonBackend] = field(factory=dict)
     processes: dict[str, ManagedProcess] = field(factory=dict)
-    """By role: C{nginx-backends}, C{slow}, C{blackhole}."""
+    """By role: C{nginx-backends} (the slow backend too) and C{blackhole}."""
 
     def start(self, names: Sequence[str]) -> None:
-        """Start the backends among C{names} (the nginx ones always start)."""
+        """Start the backends among C{names} (the fast nginx ones always start)."""
         workdir = self.supervisor.workdir
-        fast_ports = {name: free_port() for name in FAST}
+        served = {name: free_port() for name in FAST}
+        slow = {SLOW: free_port()} if SLOW in names else {}
+        served.update(slow)
         config = workdir / "nginx-backends.conf"
         nginx.temp_dir(workdir, "nginx-backends").mkdir(exist_ok=True)
-        config.write_text(nginx.backends_config(workdir, fast_ports))
+        config.write_text(
+            nginx.backends_config(
+                workdir,
+                {name: served[name] for name in FAST},
+                slow,
+                self.slow_delay,
+                self.echo_module,
+            )
+        )
         process = self.supervisor.start(
             "nginx-backends",
             [self.nginx_binary, "-p", str(workdir), "-c", str(config)],
         )
         self.processes["nginx-backends"] = process
         wait_for_children(process, 1)
-        for name, port in fast_ports.items():
+        for name, port in served.items():
             wait_for_port(port, process)
             self.ports[name] = port
             self._logs[name] = _AccessLog(workdir / f"{name}.log")
-        for name, kind in ((SLOW, "delay"), (BLACKHOLE, "blackhole")):
-            if name in names:
-                self.start_python(name, kind)
+        if BLACKHOLE in names:
+            self.start_blackhole()
 
-    def start_python(self, name: str, kind: str) -> None:
-        """Start one C{benchmarks.backends} process (C{kind} delay or blackhole)."""
-        argv = [sys.executable, "-m", "benchmarks.backends", kind]
-        if kind == "delay":
-            argv += ["--delay", str(self.slow_delay)]
+    def start_blackhole(self) -> None:
+        """Start the C{benchmarks.backends} process that never answers."""
         process = self.supervisor.start(
-            name,
-            argv,
+            BLACKHOLE,
+            [sys.executable, "-m", "benchmarks.backends"],
             cwd=str(REPO),
             env={**os.environ, "PYTHONPATH": str(REPO)},
             stdin=subprocess.PIPE,
@@ -153,12 +162,12 @@ class Backends:
             line = _readline(process.popen, timeout=15.0)
         except ProcessFailed:
             raise ProcessFailed(
-                f"backend {name} did not start:\n{process.log_tail()}"
+                f"backend {BLACKHOLE} did not start:\n{process.log_tail()}"
             ) from None
         port = int(line.split()[1])
-        self.ports[name] = port
-        self.processes[name] = process
-        self._python[name] = _PythonBackend(process, port)
+        self.ports[BLACKHOLE] = port
+        self.processes[BLACKHOLE] = process
+        self._python[BLACKHOLE] = _PythonBackend(process, port)
 
     def received(self) -> dict[str, Received]:
         """What every backend has received since it started."""

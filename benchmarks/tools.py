@@ -1,7 +1,11 @@
 """Find the external tools the benchmark needs (wrk, nginx) or say how to get them.
 
+nginx serves every backend that answers, the 200 ms one included: that one
+needs nginx's C{echo} module (C{echo_sleep}), which Debian ships as
+C{libnginx-mod-http-echo} (a dependency of C{nginx-light}).
+
 C{python -m benchmarks.tools} is the check C{make bench} runs first: it exits
-0 when both tools are there; otherwise it prints the exact C{apt-get} line and
+0 when every tool is there; otherwise it prints the exact C{apt-get} line and
 exits 2, unless C{BENCH_INSTALL=1} is set and it runs as root, in which case
 it installs them itself.
 """
@@ -16,7 +20,7 @@ from collections.abc import Mapping, Sequence
 
 from attrs import frozen
 
-PACKAGES = ("wrk", "nginx-light")
+PACKAGES = ("wrk", "nginx-light", "libnginx-mod-http-echo")
 """Debian packages providing the tools."""
 
 INSTALL_COMMAND = "apt-get install -y " + " ".join(PACKAGES)
@@ -25,22 +29,29 @@ INSTALL_COMMAND = "apt-get install -y " + " ".join(PACKAGES)
 SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 """nginx lives in sbin, which is not in a normal user's PATH on Debian."""
 
+ECHO_MODULE = "ngx_http_echo_module.so"
+"""The file name of nginx's dynamic echo module."""
+
+DEFAULT_MODULES_PATH = "/usr/lib/nginx/modules"
+"""Where Debian's nginx looks for dynamic modules (when C{nginx -V} does not say)."""
+
 
 @frozen
 class Tools:
-    """Where wrk and nginx are, C{None} for a missing one."""
+    """Where wrk, nginx and nginx's echo module are, C{None} for a missing one."""
 
     wrk: str | None
     nginx: str | None
+    echo_module: str | None = None
+    """The module file to C{load_module}, or C{""} when nginx has echo built in."""
 
     @property
     def missing(self) -> tuple[str, ...]:
-        """Names of the tools not found."""
-        return tuple(
-            name
-            for name, path in (("wrk", self.wrk), ("nginx", self.nginx))
-            if path is None
-        )
+        """Names of the tools not found (the module only counts with an nginx)."""
+        found = [("wrk", self.wrk), ("nginx", self.nginx)]
+        if self.nginx is not None:
+            found.append(("nginx's echo module", self.echo_module))
+        return tuple(name for name, path in found if path is None)
 
     def message(self) -> str:
         """What to tell the user when tools are missing (empty when none is)."""
@@ -57,10 +68,35 @@ def find_tools(path: str | None = None, extra_dirs: Sequence[str] = SBIN_DIRS) -
     """Locate wrk and nginx in C{path} (default C{$PATH}), nginx also in sbin."""
     search = os.environ.get("PATH", os.defpath) if path is None else path
     nginx_search = os.pathsep.join([search, *extra_dirs])
+    nginx = shutil.which("nginx", path=nginx_search)
     return Tools(
         wrk=shutil.which("wrk", path=search),
-        nginx=shutil.which("nginx", path=nginx_search),
+        nginx=nginx,
+        echo_module=None if nginx is None else find_echo_module(nginx),
     )
+
+
+def find_echo_module(nginx: str) -> str | None:
+    """The echo module C{nginx} can load: a path, C{""} if built in, else C{None}.
+
+    C{nginx -V} tells how the binary was built: an C{--add-module} of echo
+    means it is already in; otherwise the module file is looked for in the
+    C{--modules-path} it names (Debian's by default).
+    """
+    try:
+        built = subprocess.run(
+            [nginx, "-V"], capture_output=True, text=True, timeout=10, check=False
+        ).stderr
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    modules = DEFAULT_MODULES_PATH
+    for option in built.split():
+        if option.startswith("--add-module=") and "echo" in option:
+            return ""
+        if option.startswith("--modules-path="):
+            modules = option.split("=", 1)[1]
+    candidate = os.path.join(modules, ECHO_MODULE)
+    return candidate if os.path.isfile(candidate) else None
 
 
 def ensure_tools(environ: Mapping[str, str] = os.environ) -> int:

@@ -1,11 +1,11 @@
 """The benchmark harness (C{benchmarks/}) runs in the suite so that it cannot rot.
 
 C{make bench} itself is not part of C{make test}.  Here its parsing and
-reporting run on recorded wrk output, its Python backends serve real
+reporting run on recorded wrk output, its mute Python backend serves real
 requests, and its nfork configs go through nfork's own loader.  On a machine
-with wrk and nginx, a 1-second run of three scenarios goes through every
-code path end to end; without them, the harness must refuse to run and say
-exactly what to install.
+with wrk and nginx (and nginx's echo module), a 1-second run of three
+scenarios goes through every code path end to end; without them, the harness
+must refuse to run and say exactly what to install.
 """
 
 from __future__ import annotations
@@ -151,6 +151,21 @@ def test_nginx_configs_mirror_every_shadow(tmp_path: Path) -> None:
     assert "worker_processes 1;" in text
     backends = backends_config(tmp_path, {"fast1": 8001, "fast2": 8002})
     assert backends.count("access_log") == 2
+    assert "load_module" not in backends
+    assert "echo" not in backends
+
+
+def test_the_slow_backend_is_nginx_with_echo_sleep(tmp_path: Path) -> None:
+    module = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
+    text = backends_config(tmp_path, {"fast1": 8001}, {"slow": 8004}, 0.2, module)
+    assert text.startswith(f"load_module {module};\n")
+    assert text.count("access_log") == 2
+    assert f"access_log {tmp_path}/slow.log count;" in text
+    assert "echo_sleep 0.2;" in text
+    # nginx with echo built in needs no load_module line.
+    built_in = backends_config(tmp_path, {"fast1": 8001}, {"slow": 8004}, 0.05, "")
+    assert "load_module" not in built_in
+    assert "echo_sleep 0.05;" in built_in
 
 
 def _run(sid: str, round_: int, rps: float, p99: float, **kw: object) -> RunResult:
@@ -281,11 +296,38 @@ def test_nfork_warnings_and_unclean_stops_are_reported(tmp_path: Path) -> None:
 def test_missing_tools_are_named_with_the_install_line(tmp_path: Path) -> None:
     tools = find_tools(path=str(tmp_path), extra_dirs=())
     assert tools.missing == ("wrk", "nginx")
-    assert INSTALL_COMMAND == "apt-get install -y wrk nginx-light"
+    assert INSTALL_COMMAND == (
+        "apt-get install -y wrk nginx-light libnginx-mod-http-echo"
+    )
     assert INSTALL_COMMAND in tools.message()
     (tmp_path / "wrk").write_text("#!/bin/sh\n")
     (tmp_path / "wrk").chmod(0o755)
     assert find_tools(path=str(tmp_path), extra_dirs=()).missing == ("nginx",)
+
+
+def _fake_nginx(directory: Path, built_with: str) -> None:
+    """An C{nginx} script whose C{-V} prints C{built_with}, as nginx does, on stderr."""
+    script = directory / "nginx"
+    script.write_text(f"#!/bin/sh\necho 'configure arguments: {built_with}' >&2\n")
+    script.chmod(0o755)
+
+
+def test_nginx_without_the_echo_module_is_refused(tmp_path: Path) -> None:
+    bin_dir, modules = tmp_path / "bin", tmp_path / "modules"
+    bin_dir.mkdir()
+    modules.mkdir()
+    (bin_dir / "wrk").write_text("#!/bin/sh\n")
+    (bin_dir / "wrk").chmod(0o755)
+    _fake_nginx(bin_dir, f"--with-http_ssl_module --modules-path={modules}")
+    tools = find_tools(path=str(bin_dir), extra_dirs=())
+    assert tools.missing == ("nginx's echo module",)
+    assert INSTALL_COMMAND in tools.message()
+    (modules / "ngx_http_echo_module.so").write_bytes(b"")
+    tools = find_tools(path=str(bin_dir), extra_dirs=())
+    assert tools.missing == ()
+    assert tools.echo_module == str(modules / "ngx_http_echo_module.so")
+    _fake_nginx(bin_dir, "--add-module=/build/echo-nginx-module-0.63")
+    assert find_tools(path=str(bin_dir), extra_dirs=()).echo_module == ""
 
 
 def test_harness_refuses_to_run_without_wrk(
@@ -305,27 +347,23 @@ def _http_get(sock: socket.socket) -> None:
     sock.sendall(b"GET /x HTTP/1.1\r\nHost: b\r\n\r\n")
 
 
-def test_python_backends_delay_or_never_answer(tmp_path: Path) -> None:
+def test_mute_backend_counts_requests_and_never_answers(tmp_path: Path) -> None:
     supervisor = Supervisor(tmp_path)
-    backends = Backends(supervisor, nginx_binary="unused", slow_delay=0.1)
+    backends = Backends(supervisor, nginx_binary="unused")
     try:
-        backends.start_python("slow", "delay")
-        backends.start_python("blackhole", "blackhole")
-        with socket.create_connection(("127.0.0.1", backends.ports["slow"])) as sock:
-            for _ in range(2):
-                sent = time.monotonic()
-                _http_get(sock)
-                answer = sock.recv(4096)
-                assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
-                assert time.monotonic() - sent >= 0.09
+        backends.start_blackhole()
         port = backends.ports["blackhole"]
+        with socket.create_connection(("127.0.0.1", port), timeout=0.3) as sock:
+            _http_get(sock)
+            _http_get(sock)
+            with pytest.raises(TimeoutError):
+                sock.recv(4096)
         with socket.create_connection(("127.0.0.1", port), timeout=0.3) as sock:
             _http_get(sock)
             with pytest.raises(TimeoutError):
                 sock.recv(4096)
         received = backends.received()
-        assert received["slow"] == Received(2, 1)
-        assert received["blackhole"] == Received(1, 1)
+        assert received["blackhole"] == Received(3, 2)
         pids = [p.pid for p in supervisor.processes]
         meter = CPUMeter.start(pids)
         assert meter.percent() >= 0
@@ -338,9 +376,39 @@ def test_python_backends_delay_or_never_answer(tmp_path: Path) -> None:
     assert all(p.popen.returncode is not None for p in processes)
 
 
+def test_nginx_backends_answer_at_once_or_after_the_delay(tmp_path: Path) -> None:
+    """On a machine with nginx and its echo module; else the tools are named."""
+    tools = find_tools()
+    if tools.nginx is None or tools.echo_module is None:
+        assert tools.missing and INSTALL_COMMAND in tools.message()
+        return
+    supervisor = Supervisor(tmp_path)
+    backends = Backends(supervisor, tools.nginx, tools.echo_module, slow_delay=0.3)
+    try:
+        backends.start(["fast1", "slow"])
+        for name, least, most in (("fast1", 0.0, 0.2), ("slow", 0.29, 2.0)):
+            port = backends.ports[name]
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                for _ in range(2):
+                    sent = time.monotonic()
+                    _http_get(sock)
+                    answer = b""
+                    # The fast body ends "x\n"; the slow answer is chunked.
+                    while not answer.endswith((b"x\n", b"\r\n0\r\n\r\n")):
+                        answer += sock.recv(4096)
+                    waited = time.monotonic() - sent
+                    assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+                    assert least <= waited < most, (name, waited)
+        received = backends.received()
+        assert received["fast1"] == Received(2, 1)
+        assert received["slow"] == Received(2, 1)
+    finally:
+        supervisor.stop_all()
+
+
 def test_backend_exits_when_the_harness_goes(tmp_path: Path) -> None:
     backend = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.backends", "blackhole"],
+        [sys.executable, "-m", "benchmarks.backends"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
@@ -354,7 +422,7 @@ def test_backend_exits_when_the_harness_goes(tmp_path: Path) -> None:
 def test_benchmark_runs_or_says_what_to_install(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A 1-second run of scenarios 1, 4 and 6.5 (nfork, nginx, both Python backends)."""
+    """A 1-second run of scenarios 1, 4 and 6.5: nfork, nginx, every backend."""
     argv = ["--scenarios", "1,4,6.5", "--rounds", "1", "--duration", "1"]
     argv += ["--results-dir", str(tmp_path)]
     code = run.main(argv)
