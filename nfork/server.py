@@ -259,7 +259,9 @@ class InboundProtocol(Protocol):
             self._headers,
             b"".join(self._body),
             b"HTTP/1.1" if version == "1.1" else b"HTTP/1.0",
-            version != "1.1" or not parser.should_keep_alive(),
+            # HTTP/1.1 unless "Connection: close"; HTTP/1.0 only with
+            # "Connection: keep-alive" (llhttp applies both rules).
+            not parser.should_keep_alive(),
         )
         self._continue_pending = False
         if self._busy or self._queue:
@@ -318,6 +320,8 @@ class InboundProtocol(Protocol):
             extend((b"Content-Length: ", length, b"\r\n"))
         if self._close:
             parts.append(b"Connection: close\r\n")
+        elif self._version == b"HTTP/1.0":
+            parts.append(b"Connection: keep-alive\r\n")
         parts.append(b"\r\n")
         if body and self.method != b"HEAD" and code not in _NO_BODY_CODES:
             parts.append(body)

@@ -174,6 +174,20 @@ class LeanServerTests(SynchronousTestCase):
         )
         self.assertTrue(self.c.closed)
 
+    def test_http_1_0_keep_alive_keeps_the_connection(self) -> None:
+        self.c.send(b"GET /1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        self.prod.last.answer(200, b"hi")
+        self.assertEqual(
+            self.c.received(),
+            b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nhi",
+        )
+        self.assertFalse(self.c.closed)
+        self.c.send(b"GET /2 HTTP/1.0\r\n\r\n")
+        self.assertEqual(self.prod.last.request.uri, b"/2")
+        self.prod.last.answer(200, b"bye")
+        self.assertTrue(self.c.received().endswith(b"Connection: close\r\n\r\nbye"))
+        self.assertTrue(self.c.closed)
+
     def test_connection_close_is_honoured(self) -> None:
         self.c.send(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
         self.prod.last.answer(200, b"hi")
