@@ -121,18 +121,13 @@ class Backends:
     def start(self, names: Sequence[str]) -> None:
         """Start the backends among C{names} (the fast nginx ones always start)."""
         workdir = self.supervisor.workdir
-        served = {name: free_port() for name in FAST}
+        fast = {name: free_port() for name in FAST}
         slow = {SLOW: free_port()} if SLOW in names else {}
-        served.update(slow)
         config = workdir / "nginx-backends.conf"
         nginx.temp_dir(workdir, "nginx-backends").mkdir(exist_ok=True)
         config.write_text(
             nginx.backends_config(
-                workdir,
-                {name: served[name] for name in FAST},
-                slow,
-                self.slow_delay,
-                self.echo_module,
+                workdir, fast, slow, self.slow_delay, self.echo_module
             )
         )
         process = self.supervisor.start(
@@ -141,7 +136,7 @@ class Backends:
         )
         self.processes["nginx-backends"] = process
         wait_for_children(process, 1)
-        for name, port in served.items():
+        for name, port in {**fast, **slow}.items():
             wait_for_port(port, process)
             self.ports[name] = port
             self._logs[name] = _AccessLog(workdir / f"{name}.log")
