@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -68,8 +69,12 @@ def demo_backends(reactor: Any) -> MultiService:
     return backends
 
 
-def demo_instructions(control: str | None) -> str:
-    """What to try once the demo runs."""
+def demo_instructions(control: str | None, token_file: str | None = None) -> str:
+    """What to try once the demo runs.
+
+    With a control API token, its commands read the token from C{token_file}
+    (the token itself is never logged).
+    """
     lines = [
         "nfork demo is running: inbound 'demo' on http://127.0.0.1:9080 forks every "
         "request to prod (active), staging and logging.",
@@ -79,12 +84,15 @@ def demo_instructions(control: str | None) -> str:
     ]
     if control:
         base = f"http://{control}"
+        auth = ""
+        if token_file:
+            auth = f'-H "Authorization: Bearer $(cat {shlex.quote(token_file)})" '
         lines += [
-            f"  curl {base}/v1/nfork                         # the configuration",
-            f"  curl {base}/v1/nfork/stats                   # per-outbound stats",
-            f"  curl -X POST {base}/v1/nfork/demo/staging/activate"
+            f"  curl {auth}{base}/v1/nfork                 # the configuration",
+            f"  curl {auth}{base}/v1/nfork/stats           # per-outbound stats",
+            f"  curl -X POST {auth}{base}/v1/nfork/demo/staging/activate"
             "   # staging answers now",
-            f"  curl {base}/metrics                          # Prometheus metrics",
+            f"  curl {base}/metrics                  # Prometheus metrics",
         ]
     lines.append("Each backend logs what it received below. Stop with Ctrl-C.")
     return "\n".join(lines)

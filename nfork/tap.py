@@ -421,6 +421,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         control.setServiceParent(root)
     if options["demo"]:
         _Announcement(
-            lambda: demo_instructions(control.http_address if control else None)
+            lambda: demo_instructions(
+                control.http_address if control else None,
+                options["control-token-file"],
+            )
         ).setServiceParent(root)
     return root

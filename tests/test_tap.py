@@ -208,6 +208,25 @@ def test_the_demo_prints_the_control_apis_curl_commands() -> None:
     text = "\n".join(formatEvent(e) for e in events)
     assert "curl http://127.0.0.1:9190/v1/nfork/stats" in text
     assert "curl -X POST http://127.0.0.1:9190/v1/nfork/demo/staging/activate" in text
+    assert "Authorization" not in text
+
+
+def test_the_demo_commands_read_the_token_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "my token"
+    token_file.write_text("s3cret\n")
+    reactor = MemoryReactorClock()
+    argv = ["--demo", "--control", "127.0.0.1:9190"]
+    root = makeService(options(*argv, "--control-token-file", str(token_file)), reactor)
+    root.privilegedStartService()
+    with capturedLogs() as events:
+        root.startService()
+    root.stopService()
+    text = "\n".join(formatEvent(e) for e in events)
+    auth = f"-H \"Authorization: Bearer $(cat '{token_file}')\""
+    assert f"curl {auth} http://127.0.0.1:9190/v1/nfork/stats" in text
+    assert f"curl -X POST {auth} http://127.0.0.1:9190/v1/nfork/demo" in text
+    assert "curl http://127.0.0.1:9190/metrics" in text
+    assert "s3cret" not in text
 
 
 def test_make_service_tunes_the_garbage_collector() -> None:
