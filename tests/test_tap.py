@@ -198,14 +198,18 @@ def test_make_service_without_control_api(config_file: str) -> None:
     assert ControlService not in services(root)
 
 
-def test_the_demo_prints_the_control_apis_curl_commands() -> None:
-    reactor = MemoryReactorClock()
-    root = makeService(options("--demo", "--control", "127.0.0.1:9190"), reactor)
+def _demo_log(*argv: str) -> str:
+    """What C{--demo} with C{argv} logs while starting (on a fake reactor)."""
+    root = makeService(options("--demo", *argv), MemoryReactorClock())
     root.privilegedStartService()
     with capturedLogs() as events:
         root.startService()
     root.stopService()
-    text = "\n".join(formatEvent(e) for e in events)
+    return "\n".join(formatEvent(e) for e in events)
+
+
+def test_the_demo_prints_the_control_apis_curl_commands() -> None:
+    text = _demo_log("--control", "127.0.0.1:9190")
     assert "curl http://127.0.0.1:9190/v1/nfork/stats" in text
     assert "curl -X POST http://127.0.0.1:9190/v1/nfork/demo/staging/activate" in text
     assert "Authorization" not in text
@@ -214,14 +218,9 @@ def test_the_demo_prints_the_control_apis_curl_commands() -> None:
 def test_the_demo_commands_read_the_token_file(tmp_path: Path) -> None:
     token_file = tmp_path / "my token"
     token_file.write_text("s3cret\n")
-    reactor = MemoryReactorClock()
-    argv = ["--demo", "--control", "127.0.0.1:9190"]
-    root = makeService(options(*argv, "--control-token-file", str(token_file)), reactor)
-    root.privilegedStartService()
-    with capturedLogs() as events:
-        root.startService()
-    root.stopService()
-    text = "\n".join(formatEvent(e) for e in events)
+    text = _demo_log(
+        "--control", "127.0.0.1:9190", "--control-token-file", str(token_file)
+    )
     auth = f"-H \"Authorization: Bearer $(cat '{token_file}')\""
     assert f"curl {auth} http://127.0.0.1:9190/v1/nfork/stats" in text
     assert f"curl -X POST {auth} http://127.0.0.1:9190/v1/nfork/demo" in text
