@@ -117,11 +117,15 @@ class Controller:
 
     # -- inbounds --------------------------------------------------------
 
-    async def add_inbound(self, config: InboundConfig) -> RunningInbound:
+    async def add_inbound(
+        self, config: InboundConfig, stats_from: Routing | None = None
+    ) -> RunningInbound:
         """Start an inbound; it is listening when this returns.
 
-        Raises L{Conflict} when the name or the listen address is taken and
-        L{ConfigError} when an outbound cannot be built.
+        Outbounds configured as in C{stats_from} (an earlier routing of this
+        inbound) continue its stats.  Raises L{Conflict} when the name or the
+        listen address is taken and L{ConfigError} when an outbound cannot be
+        built.
         """
         if config.name in self._inbounds:
             raise Conflict(f'an inbound named "{config.name}" already exists')
@@ -132,7 +136,7 @@ class Controller:
                     f'listen address "{config.listen}" is already used by '
                     f'inbound "{other.config.name}"'
                 )
-        routing = self._routing(config, previous=None)
+        routing = self._routing(config, previous=None, stats_from=stats_from)
         resource = InboundResource(routing, self._reactor)
         site = InboundServerFactory(
             resource, self._reactor, header_timeout=self._header_timeout
@@ -171,20 +175,24 @@ class Controller:
         self._log.info("inbound {name} removed", name=name)
         return running.config
 
-    async def update_inbound(self, config: InboundConfig) -> None:
+    async def update_inbound(
+        self, config: InboundConfig, stats_from: Routing | None = None
+    ) -> None:
         """Apply a new configuration to a running inbound of the same name.
 
         The listen address cannot change in place: the inbound is restarted.
-        Outbounds whose configuration did not change keep their stats.
+        Outbounds whose configuration did not change keep their stats, and
+        so do those configured as in C{stats_from} (an earlier routing of
+        this inbound, when a change is undone).
         """
         running = self.inbound(config.name)
         if running.config == config:
             return
         if running.config.endpoint != config.endpoint:
             await self.remove_inbound(config.name)
-            await self.add_inbound(config)
+            await self.add_inbound(config, stats_from=stats_from or running.routing)
             return
-        self._swap(running, config)
+        self._swap(running, config, stats_from)
 
     async def stop(self, drain_timeout: float = 0.0) -> None:
         """Stop every inbound and close the shared connection pool.
@@ -266,22 +274,41 @@ class Controller:
 
     # -- internals -------------------------------------------------------
 
-    def _swap(self, running: RunningInbound, config: InboundConfig) -> None:
+    def _swap(
+        self,
+        running: RunningInbound,
+        config: InboundConfig,
+        stats_from: Routing | None = None,
+    ) -> None:
         """Install a new routing for C{running}; close outbounds that left."""
         old = running.routing
-        routing = self._routing(config, previous=old)
+        routing = self._routing(config, previous=old, stats_from=stats_from)
         running.resource.routing = routing
         kept = {id(route) for route in routing.routes}
         self._close_routes(r for r in old.routes if id(r) not in kept)
 
-    def _routing(self, config: InboundConfig, previous: Routing | None) -> Routing:
-        """Build the routing for C{config}, reusing unchanged outbounds."""
+    def _routing(
+        self,
+        config: InboundConfig,
+        previous: Routing | None,
+        stats_from: Routing | None = None,
+    ) -> Routing:
+        """Build the routing for C{config}, reusing unchanged outbounds.
+
+        A new outbound configured exactly as one of C{stats_from} takes over
+        that one's stats (a removed inbound or outbound coming back).
+        """
         reusable = {}
         if previous is not None and (
             previous.config.idle_conn,
             previous.config.stats_window,
         ) == (config.idle_conn, config.stats_window):
             reusable = {route.name: route for route in previous.routes}
+        donors = {}
+        if stats_from is not None and stats_from.config.stats_window == (
+            config.stats_window
+        ):
+            donors = {route.name: route for route in stats_from.routes}
         context = OutboundContext(
             reactor=self._reactor,
             pool=self.pool,
@@ -296,10 +323,13 @@ class Controller:
                 routes[out.name] = old
                 continue
             factory = factories[out.name]
+            donor = donors.get(out.name)
+            if donor is not None and donor.config == out:
+                stats = donor.stats
+            else:
+                stats = OutboundStats(self._reactor, config.stats_window)
             routes[out.name] = OutboundRoute(
-                config=out,
-                outbound=factory.build(out, context),
-                stats=OutboundStats(self._reactor, config.stats_window),
+                config=out, outbound=factory.build(out, context), stats=stats
             )
         return Routing(
             config=config,

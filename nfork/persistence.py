@@ -165,8 +165,9 @@ class Changes:
         controller = self._controller
 
         async def apply() -> tuple[InboundConfig, Undo]:
+            routing = controller.inbound(name).routing
             removed = await controller.remove_inbound(name)
-            return removed, partial(controller.add_inbound, removed)
+            return removed, partial(controller.add_inbound, removed, routing)
 
         return self._commit(f"removing inbound {name!r}", apply)
 
@@ -222,9 +223,10 @@ class Changes:
         controller = self._controller
 
         async def apply() -> tuple[T, Undo]:
-            before = controller.inbound(inbound).config
+            routing = controller.inbound(inbound).routing
+            before = routing.config
             result = change(before)
-            return result, partial(controller.update_inbound, before)
+            return result, partial(controller.update_inbound, before, routing)
 
         return self._commit(what, apply)
 

@@ -148,6 +148,47 @@ class ControllerTests(SynchronousTestCase):
         self.assertIs(running.routing.shadows[0], staging)
         self.assertEqual(running.config.timeout, 5.0)
 
+    def test_a_new_listen_address_restarts_the_inbound_keeping_stats(self) -> None:
+        running = self.add(config())
+        prod, staging = running.routing.active.stats, running.routing.shadows[0].stats
+        changed = config(
+            listen="127.0.0.1:1",
+            out={"prod": "127.0.0.1:8080", "staging": "127.0.0.1:9999"},
+        )
+        self.successResultOf(
+            Deferred.fromCoroutine(self.controller.update_inbound(changed))
+        )
+        restarted = self.controller.inbound("foo")
+        self.assertIsNot(restarted, running)
+        self.assertIs(restarted.routing.active.stats, prod)
+        # staging's address changed: its stats start over.
+        self.assertIsNot(restarted.routing.shadows[0].stats, staging)
+
+    def test_stats_from_an_earlier_routing_continue(self) -> None:
+        running = self.add(config())
+        earlier = running.routing
+        self.successResultOf(
+            Deferred.fromCoroutine(self.controller.remove_inbound("foo"))
+        )
+        back = self.successResultOf(
+            Deferred.fromCoroutine(
+                self.controller.add_inbound(config(), stats_from=earlier)
+            )
+        )
+        self.assertIs(back.routing.active.stats, earlier.active.stats)
+        self.assertIs(back.routing.shadows[0].stats, earlier.shadows[0].stats)
+        # Fresh outbounds all the same: the old ones were closed.
+        self.assertIsNot(back.routing.active.outbound, earlier.active.outbound)
+        other_window = config(statsWindow="5s")
+        self.successResultOf(
+            Deferred.fromCoroutine(
+                self.controller.update_inbound(other_window, stats_from=earlier)
+            )
+        )
+        self.assertIsNot(
+            self.controller.inbound("foo").routing.active.stats, earlier.active.stats
+        )
+
     def test_stop_waits_for_copies_in_flight_up_to_the_drain_timeout(self) -> None:
         running = self.add(config())
         closed = _watch_port(running)

@@ -177,24 +177,42 @@ class ChangesTests(SynchronousTestCase):
         self.fail_writes()
         self.assert_undone(self.changes.add_inbound(config("new", 9081)), before)
 
+    def stats(self) -> dict[str, Any]:
+        """Every outbound's stats object, after recording one answer in each."""
+        found = {}
+        for route in self.controller.inbound("web").routing.routes:
+            route.stats.record_response(200, 0.001)
+            found[route.name] = route.stats
+        return found
+
+    def assert_same_stats(self, stats: dict[str, Any]) -> None:
+        routes = self.controller.inbound("web").routing.routes
+        self.assertEqual({route.name: route.stats for route in routes}, stats)
+
     def test_removing_an_inbound_is_undone(self) -> None:
         before = self.controller.configs()
+        stats = self.stats()
         self.fail_writes()
         self.assert_undone(self.changes.remove_inbound("web"), before)
         self.assertEqual(len(self.reactor.tcpServers), 2)  # listening again
+        self.assert_same_stats(stats)
 
     def test_putting_an_outbound_is_undone(self) -> None:
         before = self.controller.configs()
+        stats = self.stats()
         self.fail_writes()
         added = parse_outbound("web", "logging", "h:3")
         self.assert_undone(self.changes.put_outbound("web", added), before)
         replaced = parse_outbound("web", "staging", "h:9")
         self.assert_undone(self.changes.put_outbound("web", replaced), before)
+        self.assert_same_stats(stats)
 
     def test_removing_an_outbound_is_undone(self) -> None:
         before = self.controller.configs()
+        stats = self.stats()
         self.fail_writes()
         self.assert_undone(self.changes.remove_outbound("web", "staging"), before)
+        self.assert_same_stats(stats)
 
     def test_activating_is_undone_and_keeps_the_stats(self) -> None:
         before = self.controller.configs()
@@ -216,7 +234,7 @@ class ChangesTests(SynchronousTestCase):
     def test_a_failed_undo_is_logged_as_critical(self) -> None:
         self.fail_writes()
 
-        async def broken(config: InboundConfig) -> None:
+        async def broken(config: InboundConfig, stats_from: Any = None) -> None:
             raise RuntimeError("cannot restore")
 
         self.controller.update_inbound = broken  # type: ignore[method-assign]
