@@ -401,6 +401,7 @@ def test_nginx_backends_answer_at_once_or_after_the_delay(tmp_path: Path) -> Non
                     assert least <= waited < most, (name, waited)
         # nginx logs a request just after answering it: give the lines a moment.
         expected = {"fast1": Received(2, 1), "slow": Received(2, 1)}
+
         def counts() -> dict[str, Received]:
             received = backends.received()
             return {name: received[name] for name in expected}
