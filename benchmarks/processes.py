@@ -19,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import IO
 
 from attrs import define, field, frozen
@@ -282,6 +283,21 @@ def supervised(workdir: Path) -> Iterator[Supervisor]:
         yield supervisor
     finally:
         supervisor.stop_all()
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Make SIGTERM and SIGHUP unwind like Ctrl-C, so every process is stopped."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def established_connections(ports: Sequence[int]) -> dict[int, int]:

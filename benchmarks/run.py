@@ -14,16 +14,14 @@ import os
 import platform
 import pstats
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from io import StringIO
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from attrs import define, evolve, field
@@ -38,6 +36,7 @@ from benchmarks.processes import (
     peak_rss_bytes,
     process_tree,
     supervised,
+    terminate_as_interrupt,
 )
 from benchmarks.report import RunResult, Summary, markdown, summarize, write_json
 from benchmarks.scenarios import Scenario, backends_used, select
@@ -126,21 +125,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     except ValueError as e:
         parser.error(str(e))
     return args
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """Make SIGTERM and SIGHUP unwind like Ctrl-C, so every process is stopped."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def stale_install() -> list[str]:
@@ -424,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep = args.keep_workdir
     t0 = time.monotonic()
     try:
-        with _terminate_as_interrupt(), supervised(workdir) as supervisor:
+        with terminate_as_interrupt(), supervised(workdir) as supervisor:
             assert tools.nginx is not None and tools.echo_module is not None
             backends = Backends(supervisor, tools.nginx, tools.echo_module)
             backends.start(backends_used(args.selected))

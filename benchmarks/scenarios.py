@@ -9,7 +9,7 @@ from attrs import frozen
 FAST = ("fast1", "fast2", "fast3")
 """nginx backends answering 200 at once."""
 SLOW = "slow"
-"""The Python backend answering after 200 ms."""
+"""The nginx backend answering after 200 ms (the echo module's C{echo_sleep})."""
 BLACKHOLE = "blackhole"
 """The Python backend that reads requests and never answers."""
 BACKENDS = (*FAST, SLOW, BLACKHOLE)
