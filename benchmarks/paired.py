@@ -44,6 +44,7 @@ from benchmarks.processes import (
     supervised,
     terminate_as_interrupt,
 )
+from benchmarks.run import stale_install
 from benchmarks.scenarios import SLOW, select
 from benchmarks.stack import REPO, Backends, NforkProxy, NforkSettings, start_nfork
 from benchmarks.tools import find_tools
@@ -198,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     assert tools.nginx is not None and tools.wrk is not None
     assert tools.echo_module is not None
+    for problem in stale_install()[:1]:
+        sys.stderr.write(f"warning: installed nfork differs from source ({problem})\n")
     # The harness's defaults (C{python -m benchmarks.run --help}).
     settings = NforkSettings(
         idle_conn=1024, max_inflight=1000, timeout=1.0, control=True
