@@ -49,6 +49,8 @@ from benchmarks.scenarios import SLOW, select
 from benchmarks.stack import REPO, Backends, NforkProxy, NforkSettings, start_nfork
 from benchmarks.tools import find_tools
 
+SCENARIO = select("3")[0]
+"""Scenario 3's config is the one measured: active fast1, shadows fast2, fast3."""
 SWITCHED = "fast3"
 """The outbound of scenario 3 whose address alternates."""
 
@@ -132,21 +134,20 @@ def measure(
     max_inflight: int,
 ) -> list[Window]:
     """Alternate the switched outbound, fast first, and measure each window."""
-    scenario = select("3")[0]
     pids = process_tree(proxy.process.pid)
     windows = []
     for index in range(2 * args.pairs):
         backend = SWITCHED if index % 2 == 0 else SLOW
         switch(proxy, backends.ports[backend], max_inflight)
         time.sleep(args.settle)
-        requests, copies = answered(proxy, scenario.active), backends.received()
+        requests, copies = answered(proxy, SCENARIO.active), backends.received()
         cpu, wall = cpu_seconds(pids), time.monotonic()
         time.sleep(args.window)
         cpu, wall = cpu_seconds(pids) - cpu, time.monotonic() - wall
         windows.append(
             Window(
                 backend,
-                answered(proxy, scenario.active) - requests,
+                answered(proxy, SCENARIO.active) - requests,
                 (backends.received()[backend] - copies[backend]).requests,
                 cpu,
                 wall,
@@ -211,8 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with terminate_as_interrupt(), supervised(workdir) as supervisor:
             backends = Backends(supervisor, tools.nginx, tools.echo_module)
-            backends.start([*select("3")[0].outbounds, SLOW])
-            proxy = start_nfork(supervisor, select("3")[0], backends.ports, settings)
+            backends.start([*SCENARIO.outbounds, SLOW])
+            proxy = start_nfork(supervisor, SCENARIO, backends.ports, settings)
             load = subprocess.Popen(
                 wrk.command(tools.wrk, f"http://127.0.0.1:{proxy.port}/", duration),
                 stdout=subprocess.DEVNULL,
