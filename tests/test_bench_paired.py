@@ -33,9 +33,10 @@ def test_pooled_ratio_weighs_windows_by_their_requests() -> None:
 
 
 def test_report_lists_pairs_and_both_ratios() -> None:
-    text = report(_windows())
+    text = report(_windows(), 0.15)
     assert "| 1 | 200 | 1,000 | 250 | 800 | 0.800 |" in text
     assert "| 2 | 300 | 500 | 300 | 500 | 1.000 |" in text
+    assert "with the 150 ms shadow" in text
     assert "0.867 over all 2 pairs' CPU and requests" in text
     assert "median of the pairs 0.900" in text
 
@@ -45,10 +46,11 @@ def test_a_window_without_requests_costs_infinitely_much() -> None:
 
 
 def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        paired.parse_args(["--pairs", "0"])
-    assert exit_.value.code == 2
-    assert "--pairs must be >= 1" in capsys.readouterr().err
+    for bad in (["--pairs", "0"], ["--delay", "0"], ["--window", "-1"]):
+        with pytest.raises(SystemExit) as exit_:
+            paired.parse_args(bad)
+        assert exit_.value.code == 2
+        assert "--pairs must be >= 1" in capsys.readouterr().err
 
 
 def test_paired_run_switches_the_shadow_or_says_what_to_install(
