@@ -153,15 +153,16 @@ def measure(
         cpu, wall = cpu_seconds(pids), time.monotonic()
         time.sleep(args.window)
         cpu, wall = cpu_seconds(pids) - cpu, time.monotonic() - wall
-        windows.append(
-            Window(
-                backend,
-                answered(proxy, SCENARIO.active) - requests,
-                (backends.received()[backend] - copies[backend]).requests,
-                cpu,
-                wall,
-            )
+        window = Window(
+            backend,
+            answered(proxy, SCENARIO.active) - requests,
+            (backends.received()[backend] - copies[backend]).requests,
+            cpu,
+            wall,
         )
+        if not window.requests:
+            raise ProcessFailed(f"nfork answered no request in window {index + 1}")
+        windows.append(window)
     return windows
 
 
@@ -176,7 +177,7 @@ def pooled_ratio(windows: Sequence[Window]) -> float:
 
 
 def report(windows: Sequence[Window], delay: float) -> str:
-    """The Markdown summary: per-window figures and the median pair ratio."""
+    """The Markdown summary: each pair's figures, the pooled and median ratios."""
     ratios = pair_ratios(windows)
     lines = [
         "| pair | fast3: us CPU/req | req/s | slow: us CPU/req | req/s | ratio |",
