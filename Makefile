@@ -15,7 +15,9 @@ $(VENV)/.deps: pyproject.toml
 
 # nfork itself, installed as a regular (non-editable) package so that twistd
 # finds the plugin in site-packages/twisted/plugins exactly as users get it.
+# build/ is removed first: setuptools would package a moved module's stale copy.
 $(VENV)/.installed: $(VENV)/.deps $(SOURCES)
+	rm -rf build
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
 		--no-deps --no-build-isolation --force-reinstall .
 	touch $@

@@ -31,14 +31,16 @@ from twisted.internet.protocol import DatagramProtocol
 from zope.interface import implementer
 
 from nfork.config import ConfigError, OutboundConfig
-from nfork.interfaces import IOutbound, IOutboundFactory, IOutboundValidator
-from nfork.messages import ProxyRequest, ProxyResponse
-from nfork.outbound import (
+from nfork.outbounds.api import (
+    IOutbound,
+    IOutboundFactory,
+    IOutboundValidator,
     OutboundContext,
     check_option_names,
     integer_option,
     string_option,
 )
+from nfork.proxy.messages import ProxyRequest, ProxyResponse
 
 DEFAULT_PORT = 514
 DEFAULT_FACILITY = 16

@@ -1,6 +1,6 @@
 """The built-in HTTP and HTTPS outbounds, registered as plugins."""
 
-from nfork.outbound import HTTPOutboundFactory
+from nfork.outbounds.http import HTTPOutboundFactory
 
 http = HTTPOutboundFactory("http")
 https = HTTPOutboundFactory("https")

@@ -1,7 +1,7 @@
 """The built-in sinks, registered as plugins: file:// and tcp://."""
 
-from nfork.sinks.file import FileSinkFactory
-from nfork.sinks.tcp import TCPSinkFactory
+from nfork.outbounds.sinks.file import FileSinkFactory
+from nfork.outbounds.sinks.tcp import TCPSinkFactory
 
 file = FileSinkFactory()
 tcp = TCPSinkFactory()

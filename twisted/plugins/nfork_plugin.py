@@ -4,7 +4,7 @@ from twisted.application.service import ServiceMaker
 
 nfork = ServiceMaker(
     "nfork",
-    "nfork.tap",
+    "nfork.app.tap",
     "HTTP live-traffic duplication proxy (gonfork successor).",
     "nfork",
 )

@@ -1,0 +1,1 @@
+"""The twistd application: options, services, signals, the demo."""

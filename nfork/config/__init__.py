@@ -1,0 +1,50 @@
+"""The configuration: models, loading and checks, error wording, addresses, durations.
+
+The file format is gonfork's C{nfork.json}, a JSON array of inbound objects,
+with a few keys of our own.  Every problem is reported as one L{ConfigError}
+whose message names the inbound, the key and what is wrong with it.
+"""
+
+from nfork.config.model import (
+    DEFAULT_ERROR_CODE,
+    DEFAULT_IDLE_CONN,
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_INFLIGHT,
+    DEFAULT_STATS_WINDOW,
+    DEFAULT_TIMEOUT,
+    DEFAULT_TIMEOUT_CODE,
+    OUTBOUND_KEYS,
+    ConfigError,
+    InboundConfig,
+    OutboundConfig,
+    OutboundOptions,
+    check_unique,
+    decode_json,
+    dump_config,
+    load_config,
+    load_config_file,
+    parse_inbound,
+    parse_outbound,
+)
+
+__all__ = [
+    "DEFAULT_ERROR_CODE",
+    "DEFAULT_IDLE_CONN",
+    "DEFAULT_MAX_BODY",
+    "DEFAULT_MAX_INFLIGHT",
+    "DEFAULT_STATS_WINDOW",
+    "DEFAULT_TIMEOUT",
+    "DEFAULT_TIMEOUT_CODE",
+    "OUTBOUND_KEYS",
+    "ConfigError",
+    "InboundConfig",
+    "OutboundConfig",
+    "OutboundOptions",
+    "check_unique",
+    "decode_json",
+    "dump_config",
+    "load_config",
+    "load_config_file",
+    "parse_inbound",
+    "parse_outbound",
+]

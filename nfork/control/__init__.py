@@ -1,0 +1,1 @@
+"""The control plane: the controller, changes, persistence, reload, the REST API."""

@@ -1,0 +1,528 @@
+"""The control API: gonfork's REST routes and ours, translated to controller calls.
+
+L{ControlAPI} is a Klein app held by an object (Klein's "non-global state"
+pattern): each route reads from the L{Controller} or asks L{Changes} for a
+change, and turns the outcome, or the exception, into JSON.  There is no
+logic of its own here beyond HTTP: validation is the config loader's,
+conflicts are the controller's, persistence is L{nfork.control.changes}'s.
+
+Paths are matched on the raw (percent-encoded) request path and each name
+is decoded on its own, so that an inbound named after its listen address
+(":9080", or "unix:/run/nfork.sock" written "unix:%2Frun%2Fnfork.sock")
+is matched exactly.  Every error is C{{"error": "..."}}.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable
+from io import BytesIO
+from typing import Any, cast
+from urllib.parse import quote, unquote
+
+from klein import Klein
+from klein.resource import KleinResource
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http, server
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.routing import BaseConverter, ValidationError
+
+from nfork.config import ConfigError, decode_json, parse_inbound, parse_outbound
+from nfork.control.changes import Changes, PersistError
+from nfork.control.controller import (
+    Conflict,
+    Controller,
+    UnknownInbound,
+    UnknownOutbound,
+)
+from nfork.control.klog import LogRing, parse_level
+from nfork.control.metrics import metrics_registry
+from nfork.control.profiling import (
+    DEFAULT_SECONDS,
+    MAX_SECONDS,
+    ProfileBusy,
+    Profiler,
+    heap_report,
+    stop_heap_tracing,
+    thread_stacks,
+)
+
+MAX_BODY = 1024 * 1024
+"""The largest request body accepted, in bytes (larger ones get 413)."""
+
+OPEN_PATHS = frozenset({b"/healthz", b"/metrics"})
+"""Paths served without the token: what load balancers and Prometheus poll."""
+
+_CHANGING_METHODS = frozenset({b"POST", b"PUT", b"DELETE"})
+
+_PPROF_INDEX = """\
+nfork profiling endpoints (Python's equivalents of Go's pprof):
+
+/debug/pprof/profile?seconds=N  CPU profile of the reactor thread for N seconds
+                                (default 5, at most 60), taken while traffic
+                                keeps flowing; text sorted by cumulative time,
+                                or ?format=pstats for the raw pstats file
+/debug/pprof/threads            the current stack of every thread
+/debug/pprof/heap               top allocations (tracemalloc; the first call
+                                starts tracing, DELETE stops it)
+/debug/klog                     the last 1000 log events (?level=warn)
+"""
+
+
+class BadRequest(Exception):
+    """The request itself is wrong (a query parameter, a body that is not UTF-8)."""
+
+
+class _NameConverter(BaseConverter):
+    """One path segment, percent-decoded: an inbound or outbound name.
+
+    It never matches the literal "stats", a reserved name, so that for
+    example C{DELETE /v1/nfork/stats} is a wrong method (405), not an
+    unknown inbound.
+    """
+
+    regex = r"(?!stats\Z)[^/]+"
+
+    def to_python(self, value: str) -> str:
+        try:
+            return unquote(value, errors="strict")
+        except UnicodeDecodeError:
+            raise ValidationError() from None
+
+    def to_url(self, value: Any) -> str:
+        return quote(str(value), safe="")
+
+
+def _json(request: IRequest, code: int, value: object) -> bytes:
+    """Answer C{value} as JSON with status C{code}."""
+    request.setResponseCode(code)
+    body = json.dumps(value, indent=2, ensure_ascii=False).encode() + b"\n"
+    return _body(request, b"application/json", body)
+
+
+def _text(request: IRequest, text: str) -> bytes:
+    return _body(request, b"text/plain; charset=utf-8", text.encode())
+
+
+def _body(request: IRequest, content_type: bytes, body: bytes) -> bytes:
+    """Answer C{body} with its length: no chunked encoding for small answers."""
+    request.setHeader(b"Content-Type", content_type)
+    request.setHeader(b"Content-Length", str(len(body)).encode())
+    return body
+
+
+def _format_address(address: object) -> str:
+    """C{host:port} for a TCP address, the path for a UNIX socket."""
+    if isinstance(address, IPv4Address):
+        return f"{address.host}:{address.port}"
+    if isinstance(address, IPv6Address):
+        return f"[{address.host}]:{address.port}"
+    if isinstance(address, UNIXAddress) and address.name is not None:
+        name = address.name
+        return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+    return str(address)
+
+
+def _path(request: IRequest) -> str:
+    return cast(bytes, request.path).decode("latin-1")
+
+
+def _query(request: IRequest, name: str) -> str | None:
+    values = (request.args or {}).get(name.encode())
+    if not values:
+        return None
+    return cast(bytes, values[-1]).decode("utf-8", errors="replace")
+
+
+def _read_json(request: IRequest) -> object:
+    """The request body, decoded as strictly as the configuration file."""
+    content = request.content
+    data = content.read() if content is not None else b""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("invalid JSON: the request body is not UTF-8 text") from None
+    return decode_json(text)
+
+
+class ControlAPI:
+    """The control API of one controller; L{resource} is what a Site serves."""
+
+    app = Klein()
+    app.url_map.converters["name"] = _NameConverter
+    # An empty segment ("/v1/nfork//stats") matches no route: a 404, no redirect.
+    app.url_map.merge_slashes = False
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        controller: Controller,
+        reactor: Any,
+        *,
+        changes: Changes | None = None,
+        log_ring: LogRing | None = None,
+        token: str | None = None,
+        ready: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """
+        @param changes: applies (and persists) changes; default: not persisted.
+        @param log_ring: the recent log events served by C{/debug/klog}.
+        @param token: if given, every route but L{OPEN_PATHS} requires
+            C{Authorization: Bearer <token>}.
+        @param ready: whether every configured inbound listens (C{/healthz}).
+        """
+        self._controller = controller
+        self._changes = changes if changes is not None else Changes(controller)
+        self._log_ring = log_ring if log_ring is not None else LogRing()
+        self._token = token
+        self._ready = ready
+        self.profiler = Profiler(reactor)
+        self.registry = metrics_registry(controller)
+
+    def resource(self) -> Resource:
+        """The resource to serve: token check and body limit, then the routes."""
+        return ControlResource(self.app.resource(), self._token)
+
+    # -- gonfork's routes -------------------------------------------------
+
+    @app.route("/v1/nfork", methods=["GET"])
+    def list_inbounds(self, request: IRequest) -> bytes:
+        """Every inbound, as the configuration file has them."""
+        return _json(request, 200, [c.to_json() for c in self._controller.configs()])
+
+    @app.route("/v1/nfork", methods=["POST"])
+    async def add_inbound(self, request: IRequest) -> bytes:
+        """Start the inbound in the body; it listens before the answer."""
+        config = parse_inbound(_read_json(request))
+        added = await self._changes.add_inbound(config)
+        request.setHeader(
+            b"Location", f"/v1/nfork/{quote(added.name, safe='')}".encode()
+        )
+        self._audit(request, 201)
+        return _json(request, 201, added.to_json())
+
+    @app.route("/v1/nfork/stats", methods=["GET"])
+    def all_stats(self, request: IRequest) -> bytes:
+        """C{{inbound: {outbound: stats}}}."""
+        return _json(request, 200, self._controller.stats())
+
+    @app.route("/v1/nfork/<name:inbound>", methods=["GET"])
+    def get_inbound(self, request: IRequest, inbound: str) -> bytes:
+        """One inbound."""
+        return _json(request, 200, self._controller.inbound(inbound).config.to_json())
+
+    @app.route("/v1/nfork/<name:inbound>", methods=["DELETE"])
+    async def remove_inbound(self, request: IRequest, inbound: str) -> bytes:
+        """Stop an inbound; its port is closed before the answer."""
+        removed = await self._changes.remove_inbound(inbound)
+        self._audit(request, 200)
+        return _json(request, 200, removed.to_json())
+
+    @app.route("/v1/nfork/<name:inbound>/stats", methods=["GET"])
+    def inbound_stats(self, request: IRequest, inbound: str) -> bytes:
+        """C{{outbound: stats}} of one inbound."""
+        return _json(request, 200, self._controller.inbound_stats(inbound))
+
+    @app.route("/v1/nfork/<name:inbound>/<name:outbound>", methods=["PUT"])
+    async def put_outbound(
+        self, request: IRequest, inbound: str, outbound: str
+    ) -> bytes:
+        """Add or replace an outbound: 201 when added, 200 when replaced."""
+        self._controller.inbound(inbound)  # an unknown inbound is a 404 first
+        config = parse_outbound(inbound, outbound, _read_json(request))
+        updated, added = await self._changes.put_outbound(inbound, config)
+        code = 201 if added else 200
+        self._audit(request, code)
+        return _json(request, code, updated.to_json())
+
+    @app.route("/v1/nfork/<name:inbound>/<name:outbound>", methods=["DELETE"])
+    async def remove_outbound(
+        self, request: IRequest, inbound: str, outbound: str
+    ) -> bytes:
+        """Remove an outbound (not the active one)."""
+        updated = await self._changes.remove_outbound(inbound, outbound)
+        self._audit(request, 200)
+        return _json(request, 200, updated.to_json())
+
+    @app.route("/v1/nfork/<name:inbound>/<name:outbound>/stats", methods=["GET"])
+    def outbound_stats(self, request: IRequest, inbound: str, outbound: str) -> bytes:
+        """One outbound's stats."""
+        route = self._controller.outbound_route(inbound, outbound)
+        return _json(request, 200, route.stats.snapshot())
+
+    @app.route("/v1/nfork/<name:inbound>/<name:outbound>/activate", methods=["POST"])
+    async def activate(self, request: IRequest, inbound: str, outbound: str) -> bytes:
+        """Make an outbound the active one, for the next request on."""
+        updated = await self._changes.activate(inbound, outbound)
+        self._audit(request, 200)
+        return _json(request, 200, updated.to_json())
+
+    # -- debugging --------------------------------------------------------
+
+    @app.route("/debug/klog", methods=["GET"])
+    def klog(self, request: IRequest) -> bytes:
+        """The recent log events, newest last; C{?level=warn} and above."""
+        level_name = _query(request, "level")
+        if level_name is None:
+            return _json(request, 200, self._log_ring.events())
+        try:
+            level = parse_level(level_name)
+        except ValueError as e:
+            raise BadRequest(str(e)) from None
+        return _json(request, 200, self._log_ring.events(level))
+
+    @app.route("/debug/pprof", methods=["GET"])
+    @app.route("/debug/pprof/", methods=["GET"])
+    def pprof_index(self, request: IRequest) -> bytes:
+        """What the profiling endpoints are."""
+        return _text(request, _PPROF_INDEX)
+
+    @app.route("/debug/pprof/profile", methods=["GET"])
+    async def pprof_profile(self, request: IRequest) -> bytes:
+        """A CPU profile of N seconds, taken while traffic keeps flowing."""
+        seconds_text = _query(request, "seconds")
+        seconds = DEFAULT_SECONDS
+        if seconds_text is not None:
+            try:
+                seconds = float(seconds_text)
+            except ValueError:
+                seconds = -1.0
+            if not 0 < seconds <= MAX_SECONDS:
+                raise BadRequest(
+                    f"invalid seconds {seconds_text!r} (expected a number "
+                    f"greater than 0 and at most {MAX_SECONDS:g})"
+                )
+        form = _query(request, "format") or "text"
+        if form not in ("text", "pstats"):
+            raise BadRequest(f'invalid format {form!r} (expected "text" or "pstats")')
+        profile = await self.profiler.profile(seconds)
+        if form == "pstats":
+            request.setHeader(
+                b"Content-Disposition", b'attachment; filename="nfork.pstats"'
+            )
+            return _body(request, b"application/octet-stream", profile.pstats_file())
+        return _text(request, profile.text())
+
+    @app.route("/debug/pprof/threads", methods=["GET"])
+    def pprof_threads(self, request: IRequest) -> bytes:
+        """The stack of every thread."""
+        return _text(request, thread_stacks())
+
+    @app.route("/debug/pprof/heap", methods=["GET"])
+    def pprof_heap(self, request: IRequest) -> bytes:
+        """Top allocations; the first call starts tracing and says so."""
+        return _text(request, heap_report())
+
+    @app.route("/debug/pprof/heap", methods=["DELETE"])
+    def pprof_heap_stop(self, request: IRequest) -> bytes:
+        """Stop tracing allocations (tracing slows allocations down)."""
+        was = stop_heap_tracing()
+        return _text(
+            request,
+            "tracemalloc stopped\n" if was else "tracemalloc was not running\n",
+        )
+
+    # -- monitoring -------------------------------------------------------
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request: IRequest) -> bytes:
+        """Prometheus text format, read from the stats now."""
+        text = generate_latest(self.registry)
+        return _body(request, CONTENT_TYPE_LATEST.encode(), text)
+
+    @app.route("/healthz", methods=["GET"])
+    def healthz(self, request: IRequest) -> bytes:
+        """200 once every configured inbound listens, else 503."""
+        if not self._ready():
+            return _json(
+                request,
+                503,
+                {"error": "not ready: the configured inbounds are not all listening"},
+            )
+        listening = {
+            config.name: _format_address(
+                self._controller.inbound(config.name).port.getHost()
+            )
+            for config in self._controller.configs()
+        }
+        return _json(request, 200, {"status": "ok", "inbounds": listening})
+
+    # -- errors -----------------------------------------------------------
+
+    @app.handle_errors(ConfigError, BadRequest)
+    def _bad_request(self, request: IRequest, failure: Failure) -> bytes:
+        return self._error(request, 400, str(failure.value))
+
+    @app.handle_errors(UnknownInbound, UnknownOutbound)
+    def _not_found(self, request: IRequest, failure: Failure) -> bytes:
+        return self._error(request, 404, str(failure.value))
+
+    @app.handle_errors(Conflict, ProfileBusy)
+    def _conflict(self, request: IRequest, failure: Failure) -> bytes:
+        return self._error(request, 409, str(failure.value))
+
+    @app.handle_errors(PersistError)
+    def _persist_error(self, request: IRequest, failure: Failure) -> bytes:
+        return self._error(request, 500, str(failure.value))
+
+    @app.handle_errors(HTTPException)
+    def _routing_error(self, request: IRequest, failure: Failure) -> bytes:
+        error = cast(HTTPException, failure.value)
+        code = error.code or 500
+        method = cast(bytes, request.method).decode("latin-1")
+        if isinstance(error, MethodNotAllowed):
+            allowed = ", ".join(sorted(error.valid_methods or ()))
+            request.setHeader(b"Allow", allowed.encode())
+            message = (
+                f"method {method} not allowed on {_path(request)} (allowed: {allowed})"
+            )
+        elif code == 404:
+            message = f"no such route: {method} {_path(request)}"
+        else:
+            message = error.description or http.RESPONSES.get(code, b"").decode()
+            for name, value in error.get_response().headers.items():
+                if name.lower() not in ("content-type", "content-length"):
+                    request.setHeader(name.encode(), value.encode())
+        return self._error(request, code, message)
+
+    @app.handle_errors(Exception)
+    def _internal_error(self, request: IRequest, failure: Failure) -> bytes:
+        self._log.failure(
+            "control API: {method} {path} failed",
+            failure,
+            method=cast(bytes, request.method).decode("latin-1"),
+            path=_path(request),
+        )
+        return self._error(request, 500, f"internal error: {failure.getErrorMessage()}")
+
+    def _error(self, request: IRequest, code: int, message: str) -> bytes:
+        self._audit(request, code, message)
+        return _json(request, code, {"error": message})
+
+    def _audit(self, request: IRequest, code: int, error: str = "") -> None:
+        """Log a change asked through the API (the controller logs its details)."""
+        if request.method not in _CHANGING_METHODS:
+            return
+        self._log.info(
+            "control API: {method} {path} from {client}: {code}{error}",
+            method=cast(bytes, request.method).decode("latin-1"),
+            path=_path(request),
+            client=_format_address(request.getClientAddress()),
+            code=code,
+            error=f" {error}" if error else "",
+        )
+
+
+class ControlResource(Resource):
+    """Checks the token and the body size, then hands the raw path to Klein."""
+
+    isLeaf = True
+    _log = Logger()
+
+    def __init__(self, routes: KleinResource, token: str | None) -> None:
+        super().__init__()
+        self._routes = routes
+        self._expected = None if token is None else f"Bearer {token}".encode()
+
+    def render(self, request: IRequest) -> Any:
+        """Refuse a missing token (401) or a large body (413); else route."""
+        path: bytes = request.path
+        if (
+            self._expected is not None
+            and path not in OPEN_PATHS
+            and not self._authorized(request)
+        ):
+            self._log.warn(
+                "control API: refused {method} {path} from {client}: "
+                "missing or wrong token",
+                method=cast(bytes, request.method).decode("latin-1"),
+                path=path.decode("latin-1"),
+                client=_format_address(request.getClientAddress()),
+            )
+            request.setHeader(b"WWW-Authenticate", b'Bearer realm="nfork"')
+            return _json(
+                request,
+                401,
+                {"error": "missing or wrong token (Authorization: Bearer ...)"},
+            )
+        if _body_too_large(request):
+            request.content = BytesIO()
+            return _json(
+                request,
+                413,
+                {"error": f"request body larger than {MAX_BODY} bytes"},
+            )
+        try:
+            path.decode("utf-8")
+        except UnicodeDecodeError:
+            return _json(request, 400, {"error": "the request path is not UTF-8"})
+        # Route on the raw path: Klein joins postpath with "/", and twisted.web
+        # has already decoded each segment, so "%2F" in a name would split it.
+        request.prepath = []
+        request.postpath = path[1:].split(b"/")
+        return self._routes.render(request)
+
+    def _authorized(self, request: IRequest) -> bool:
+        given = request.requestHeaders.getRawHeaders(b"authorization") or []
+        if len(given) != 1:
+            return False
+        scheme, _, token = given[0].strip().partition(b" ")
+        assert self._expected is not None
+        return (
+            hmac.compare_digest(b"Bearer " + token.strip(), self._expected)
+            and scheme.lower() == b"bearer"
+        )
+
+
+def _body_too_large(request: IRequest) -> bool:
+    if getattr(request, "body_too_large", False):
+        return True
+    content = request.content
+    if content is None:
+        return False
+    size = content.seek(0, 2)
+    content.seek(0)
+    return bool(size > MAX_BODY)
+
+
+class ControlRequest(server.Request):
+    """A control API request: the body is kept in memory, up to L{MAX_BODY}."""
+
+    body_too_large = False
+
+    def gotLength(self, length: int | None) -> None:
+        """Keep the body in memory, refusing early what is known to be too big."""
+        if length is not None and length > MAX_BODY:
+            self.body_too_large = True
+        self.content = self._body = BytesIO()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        """Store body bytes until the limit is passed, then drop them."""
+        if self.body_too_large:
+            return
+        if self._body.tell() + len(data) > MAX_BODY:
+            self.body_too_large = True
+            self.content = self._body = BytesIO()
+            return
+        self._body.write(data)
+
+
+class ControlSite(server.Site):
+    """The twisted.web site of the control API: no access log.
+
+    Prometheus and health checks poll it; the changes are logged by the
+    API itself, with their parameters.
+    """
+
+    requestFactory = ControlRequest
+    noisy = False
+
+    def log(self, request: http.Request) -> None:
+        """Skip the access log."""

@@ -1,0 +1,350 @@
+"""The live set of inbounds: every change to a running nfork goes through here.
+
+The REST API, the twistd service and signal handlers all call the
+L{Controller}.  A change builds a new immutable L{Routing} and swaps it into
+the inbound's resource, so requests already in flight finish with the
+configuration they started with and the next request sees the change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from attrs import define
+from twisted.internet.defer import Deferred, DeferredList, TimeoutError
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+
+from nfork.config import InboundConfig, OutboundConfig
+from nfork.config.addresses import listen_key
+from nfork.outbounds.api import IOutboundFactory, OutboundContext
+from nfork.outbounds.registry import check_inbound, outbound_factories
+from nfork.proxy.client import HTTPClientPool
+from nfork.proxy.fork import InboundResource, OutboundRoute, Routing
+from nfork.proxy.server import HEADER_TIMEOUT, InboundServerFactory
+from nfork.proxy.stats import OutboundStats
+
+
+class UnknownInbound(LookupError):
+    """No inbound has that name."""
+
+
+class UnknownOutbound(LookupError):
+    """The inbound has no outbound of that name."""
+
+
+class Conflict(Exception):
+    """The change clashes with the running state (name taken, address in use, ...)."""
+
+
+@define(eq=False)
+class RunningInbound:
+    """An inbound that is listening: its resource, site and port."""
+
+    resource: InboundResource
+    site: InboundServerFactory
+    port: IListeningPort
+
+    @property
+    def config(self) -> InboundConfig:
+        """The inbound's current configuration."""
+        return self.resource.routing.config
+
+    @property
+    def routing(self) -> Routing:
+        """The inbound's current routing snapshot."""
+        return self.resource.routing
+
+
+class Controller:
+    """Starts, stops and reconfigures inbounds of a running process."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        pool: HTTPClientPool | None = None,
+        factories: dict[str, IOutboundFactory] | None = None,
+        header_timeout: float = HEADER_TIMEOUT,
+    ) -> None:
+        self._reactor = reactor
+        self._header_timeout = header_timeout
+        self.pool = pool if pool is not None else HTTPClientPool(reactor)
+        self._factories = factories if factories is not None else outbound_factories()
+        self._inbounds: dict[str, RunningInbound] = {}
+
+    # -- reading ---------------------------------------------------------
+
+    @property
+    def factories(self) -> dict[str, IOutboundFactory]:
+        """The outbound factories in use, by scheme."""
+        return self._factories
+
+    def configs(self) -> tuple[InboundConfig, ...]:
+        """The configuration of every running inbound, in start order."""
+        return tuple(inbound.config for inbound in self._inbounds.values())
+
+    def inbound(self, name: str) -> RunningInbound:
+        """The running inbound called C{name}, or L{UnknownInbound}."""
+        try:
+            return self._inbounds[name]
+        except KeyError:
+            raise UnknownInbound(f'no inbound named "{name}"') from None
+
+    def outbound_route(self, inbound: str, outbound: str) -> OutboundRoute:
+        """The route of one outbound, or L{UnknownInbound}/L{UnknownOutbound}."""
+        for route in self.inbound(inbound).routing.routes:
+            if route.name == outbound:
+                return route
+        raise UnknownOutbound(f'inbound "{inbound}" has no outbound named "{outbound}"')
+
+    def stats(self) -> dict[str, dict[str, dict[str, object]]]:
+        """C{{inbound: {outbound: stats}}} for every running inbound."""
+        return {name: self.inbound_stats(name) for name in self._inbounds}
+
+    def inbound_stats(self, name: str) -> dict[str, dict[str, object]]:
+        """C{{outbound: stats}} for one inbound, in configuration order."""
+        routing = self.inbound(name).routing
+        by_name = {route.name: route for route in routing.routes}
+        return {
+            out.name: by_name[out.name].stats.snapshot()
+            for out in routing.config.outbounds
+        }
+
+    # -- inbounds --------------------------------------------------------
+
+    async def add_inbound(
+        self, config: InboundConfig, stats_from: Routing | None = None
+    ) -> RunningInbound:
+        """Start an inbound; it is listening when this returns.
+
+        Outbounds configured as in C{stats_from} (an earlier routing of this
+        inbound) continue its stats.  Raises L{Conflict} when the name or the
+        listen address is taken and L{ConfigError} when an outbound cannot be
+        built.
+        """
+        if config.name in self._inbounds:
+            raise Conflict(f'an inbound named "{config.name}" already exists')
+        key = listen_key(config.listen)
+        for other in self._inbounds.values():
+            if listen_key(other.config.listen) == key:
+                raise Conflict(
+                    f'listen address "{config.listen}" is already used by '
+                    f'inbound "{other.config.name}"'
+                )
+        routing = self._routing(config, previous=None, stats_from=stats_from)
+        resource = InboundResource(routing, self._reactor)
+        site = InboundServerFactory(
+            resource, self._reactor, header_timeout=self._header_timeout
+        )
+        endpoint = serverFromString(self._reactor, config.endpoint)
+        try:
+            port = await endpoint.listen(site)
+        except CannotListenError as e:
+            await self._close_routes(routing.routes)
+            raise Conflict(
+                f'inbound "{config.name}": cannot listen on "{config.listen}": '
+                f"{e.socketError or e}"
+            ) from e
+        running = RunningInbound(resource, site, port)
+        self._inbounds[config.name] = running
+        self._log.info(
+            "inbound {name} listening on {listen} ({address}), "
+            "outbounds {outbounds}, active {active}",
+            name=config.name,
+            listen=config.listen,
+            address=port.getHost(),
+            outbounds=", ".join(
+                f"{out.name}={out.address.raw}" for out in config.outbounds
+            ),
+            active=config.active,
+        )
+        return running
+
+    async def remove_inbound(self, name: str) -> InboundConfig:
+        """Stop listening (the port is closed on return); requests in flight finish."""
+        running = self.inbound(name)
+        del self._inbounds[name]
+        await _stop_listening(running.port)
+        routes = running.routing.routes
+        running.resource.when_idle().addCallback(lambda _: self._close_routes(routes))
+        self._log.info("inbound {name} removed", name=name)
+        return running.config
+
+    async def update_inbound(
+        self, config: InboundConfig, stats_from: Routing | None = None
+    ) -> None:
+        """Apply a new configuration to a running inbound of the same name.
+
+        The listen address cannot change in place: the inbound is restarted.
+        Outbounds whose configuration did not change keep their stats, and
+        so do those configured as in C{stats_from} (an earlier routing of
+        this inbound, when a change is undone).
+        """
+        running = self.inbound(config.name)
+        if running.config == config:
+            return
+        if running.config.endpoint != config.endpoint:
+            await self.remove_inbound(config.name)
+            await self.add_inbound(config, stats_from=stats_from or running.routing)
+            return
+        self._swap(running, config, stats_from)
+
+    async def stop(self, drain_timeout: float = 0.0) -> None:
+        """Stop every inbound and close the shared connection pool.
+
+        Listening stops at once; copies in flight get up to C{drain_timeout}
+        seconds to finish before the pool's connections are closed.
+        """
+        running = list(self._inbounds.values())
+        self._inbounds.clear()
+        for inbound in running:
+            await _stop_listening(inbound.port)
+        if drain_timeout > 0:
+            pending = sum(inbound.resource.pending for inbound in running)
+            if pending:
+                self._log.info(
+                    "draining {pending} request copies in flight (up to {timeout}s)",
+                    pending=pending,
+                    timeout=drain_timeout,
+                )
+            idle = DeferredList(
+                [inbound.resource.when_idle() for inbound in running],
+                consumeErrors=True,
+            )
+            idle.addTimeout(drain_timeout, self._reactor)
+            try:
+                await idle
+            except TimeoutError:
+                self._log.warn(
+                    "drain timeout: abandoning {pending} request copies",
+                    pending=sum(inbound.resource.pending for inbound in running),
+                )
+        for inbound in running:
+            await self._close_routes(inbound.routing.routes)
+        await self.pool.close()
+
+    # -- outbounds -------------------------------------------------------
+
+    def put_outbound(self, inbound: str, outbound: OutboundConfig) -> InboundConfig:
+        """Add an outbound, or replace the one of the same name."""
+        running = self.inbound(inbound)
+        config = running.config.with_outbound(outbound)
+        self._swap(running, config)
+        self._log.info(
+            "inbound {inbound}: outbound {name} set to {address}",
+            inbound=inbound,
+            name=outbound.name,
+            address=outbound.to_json(),
+        )
+        return config
+
+    def remove_outbound(self, inbound: str, outbound: str) -> InboundConfig:
+        """Remove an outbound; the active one cannot be removed (L{Conflict})."""
+        running = self.inbound(inbound)
+        self.outbound_route(inbound, outbound)
+        if running.config.active == outbound:
+            raise Conflict(
+                f'outbound "{outbound}" is the active outbound of inbound '
+                f'"{inbound}"; activate another one first'
+            )
+        config = running.config.without_outbound(outbound)
+        self._swap(running, config)
+        self._log.info(
+            "inbound {inbound}: outbound {name} removed", inbound=inbound, name=outbound
+        )
+        return config
+
+    def activate(self, inbound: str, outbound: str) -> InboundConfig:
+        """Make C{outbound} the active one; the next request is answered by it."""
+        running = self.inbound(inbound)
+        self.outbound_route(inbound, outbound)
+        config = running.config.with_active(outbound)
+        self._swap(running, config)
+        self._log.info(
+            "inbound {inbound}: outbound {name} is now active",
+            inbound=inbound,
+            name=outbound,
+        )
+        return config
+
+    # -- internals -------------------------------------------------------
+
+    def _swap(
+        self,
+        running: RunningInbound,
+        config: InboundConfig,
+        stats_from: Routing | None = None,
+    ) -> None:
+        """Install a new routing for C{running}; close outbounds that left."""
+        old = running.routing
+        routing = self._routing(config, previous=old, stats_from=stats_from)
+        running.resource.routing = routing
+        kept = {id(route) for route in routing.routes}
+        self._close_routes(r for r in old.routes if id(r) not in kept)
+
+    def _routing(
+        self,
+        config: InboundConfig,
+        previous: Routing | None,
+        stats_from: Routing | None = None,
+    ) -> Routing:
+        """Build the routing for C{config}, reusing unchanged outbounds.
+
+        A new outbound configured exactly as one of C{stats_from} takes over
+        that one's stats (a removed inbound or outbound coming back).
+        """
+        reusable = {}
+        if previous is not None and (
+            previous.config.idle_conn,
+            previous.config.stats_window,
+        ) == (config.idle_conn, config.stats_window):
+            reusable = {route.name: route for route in previous.routes}
+        donors = {}
+        if stats_from is not None and stats_from.config.stats_window == (
+            config.stats_window
+        ):
+            donors = {route.name: route for route in stats_from.routes}
+        context = OutboundContext(
+            reactor=self._reactor,
+            pool=self.pool,
+            inbound=config.name,
+            idle_conn=config.idle_conn,
+        )
+        routes: dict[str, OutboundRoute] = {}
+        factories = check_inbound(config, self._factories)
+        for out in config.outbounds:
+            old = reusable.get(out.name)
+            if old is not None and old.config == out:
+                routes[out.name] = old
+                continue
+            factory = factories[out.name]
+            donor = donors.get(out.name)
+            if donor is not None and donor.config == out:
+                stats = donor.stats
+            else:
+                stats = OutboundStats(self._reactor, config.stats_window)
+            routes[out.name] = OutboundRoute(
+                config=out, outbound=factory.build(out, context), stats=stats
+            )
+        return Routing(
+            config=config,
+            active=routes[config.active],
+            shadows=tuple(r for name, r in routes.items() if name != config.active),
+        )
+
+    def _close_routes(self, routes: Iterable[OutboundRoute]) -> Deferred[Any]:
+        """Close the outbounds of C{routes}, logging failures."""
+        closing = [route.outbound.close() for route in routes]
+        return DeferredList(closing, consumeErrors=True)
+
+
+async def _stop_listening(port: IListeningPort) -> None:
+    """Close a listening port; returns once the port is closed."""
+    stopped = port.stopListening()
+    if stopped is not None:
+        await stopped

@@ -1,0 +1,1 @@
+"""The extension point: outbound interfaces, the plugin registry, built-in outbounds."""

@@ -1,0 +1,184 @@
+"""The extension point: what an outbound plugin implements and may use.
+
+The zope.interface declarations (L{IOutbound}, L{IOutboundFactory},
+L{IOutboundValidator}), the L{OutboundContext} a factory builds with, the
+helpers that check a plugin's options, and the messages an outbound receives
+and answers with.  A third-party plugin needs nothing else from nfork.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from attrs import frozen
+from twisted.internet.defer import Deferred
+from twisted.plugin import IPlugin
+from zope.interface import Attribute, Interface
+
+from nfork.config import OUTBOUND_KEYS, ConfigError, OutboundConfig
+from nfork.proxy.client import HTTPClientPool
+from nfork.proxy.messages import CopyDropped, ProxyRequest, ProxyResponse
+
+__all__ = [
+    "ConfigError",
+    "CopyDropped",
+    "IOutbound",
+    "IOutboundFactory",
+    "IOutboundValidator",
+    "OutboundConfig",
+    "OutboundContext",
+    "ProxyRequest",
+    "ProxyResponse",
+    "check_option_names",
+    "integer_option",
+    "string_option",
+]
+
+
+class IOutbound(Interface):
+    """A destination for copies of inbound requests."""
+
+    gives_response = Attribute(
+        "True when send() fires with a real HTTP response that may be "
+        "forwarded to a client; False for sinks, which can never be active."
+    )
+
+    def send(request: ProxyRequest, keep_body: bool) -> Deferred[ProxyResponse | None]:
+        """Send one request copy.
+
+        Fires with the response, or with None for a sink that accepted the
+        copy, or fails with the reason the request could not be completed
+        (L{nfork.proxy.messages.CopyDropped} when the outbound shed it on purpose,
+        counted as C{dropped}; any other failure is counted as an error).
+        Cancelling the Deferred abandons the request (and its connection).
+        With C{keep_body} false the response body is read to the end and
+        dropped, and the response carries an empty body.
+
+        Called on the reactor thread for every copy: it must not block.  A
+        sink fires at once; what happens to a copy after that (a later
+        write) is its own business and does not reach the stats.
+        """
+
+    def close() -> Deferred[None]:
+        """Release every resource (connections, files); fires when done.
+
+        Called when the outbound is removed or replaced, and when nfork
+        stops (which waits for the Deferred); a sink writes out what it
+        buffered.  Copies still pending may be abandoned.
+        """
+
+
+class IOutboundFactory(IPlugin):
+    """Builds outbounds for one URL scheme; found with twisted.plugin.
+
+    Providers live in the C{nfork.plugins} package (any distribution may
+    install a module there) and are listed by C{getPlugins(IOutboundFactory,
+    nfork.plugins)}.  A factory whose outbounds take options also provides
+    L{IOutboundValidator}.  See C{docs/plugins.md}.
+    """
+
+    scheme = Attribute("The URL scheme this factory handles, e.g. 'http'.")
+    gives_response = Attribute(
+        "Whether the outbounds it builds answer with HTTP responses "
+        "(False for sinks, which cannot be active)."
+    )
+
+    def build(config: OutboundConfig, context: OutboundContext) -> IOutbound:
+        """Build the outbound described by C{config}, already validated.
+
+        C{config.address.scheme} is this factory's scheme; C{context} holds
+        the reactor, the shared connection pool and the inbound's name.
+        Start what the outbound needs (connections, timers) here; its
+        L{IOutbound.close} stops it.
+        """
+
+
+class IOutboundValidator(Interface):
+    """Optional for an L{IOutboundFactory}: checks an outbound before building.
+
+    A factory that also provides this interface takes options: the keys of
+    the outbound object that nfork itself does not know, in
+    C{config.options}.  For a factory that does not, any option is refused
+    as an unknown key.
+    """
+
+    def validate(config: OutboundConfig) -> None:
+        """Check C{config}'s address and options, without building anything.
+
+        Called when a configuration is loaded (C{twistd nfork} refuses to
+        start) and before every L{IOutboundFactory.build}.  Refuse the
+        options this factory does not take (see
+        L{nfork.outbounds.registry.check_option_names}).
+
+        @raise nfork.config.ConfigError: C{ConfigError(problem, key=key)}
+            naming the key at fault (C{"addr"} for the address); nfork adds
+            the inbound and the outbound to the message.
+        """
+
+
+@frozen
+class OutboundContext:
+    """What an outbound factory may use to build an outbound."""
+
+    reactor: Any
+    """The reactor (IReactorTCP, IReactorTime, ...)."""
+    pool: HTTPClientPool
+    """The process-wide pool of persistent HTTP connections."""
+    inbound: str
+    """Name of the inbound the outbound belongs to."""
+    idle_conn: int = 64
+    """Idle keep-alive connections to keep per backend host."""
+
+
+# -- helpers for factories checking their options --------------------------
+
+
+def check_option_names(config: OutboundConfig, known: Iterable[str]) -> None:
+    """Refuse an option of C{config} not in C{known}, suggesting a close name.
+
+    The suggestion considers nfork's own keys too, so that C{"sampel"} on a
+    sink is reported as a typo of C{"sample"}.
+
+    @raise ConfigError: naming the unknown key.
+    """
+    names = [*OUTBOUND_KEYS, *known]
+    for key in config.options:
+        if key in names:
+            continue
+        by_lower = {name.lower(): name for name in names}
+        close = difflib.get_close_matches(key[:100].lower(), by_lower, n=1)
+        if close:
+            hint = f'did you mean "{by_lower[close[0]]}"?'
+        else:
+            hint = "valid keys: " + ", ".join(f'"{name}"' for name in names)
+        raise ConfigError(f'unknown key "{key}" ({hint})', key=key)
+
+
+def integer_option(
+    config: OutboundConfig, key: str, default: int, *, minimum: int = 0
+) -> int:
+    """The integer option C{key} of C{config}, or C{default} when absent.
+
+    @raise ConfigError: if it is not an integer of at least C{minimum}.
+    """
+    value = config.options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(
+            f"expected an integer of at least {minimum}, got {json.dumps(value)}",
+            key=key,
+        )
+    return value
+
+
+def string_option(config: OutboundConfig, key: str, default: str) -> str:
+    """The string option C{key} of C{config}, or C{default} when absent.
+
+    @raise ConfigError: if it is not a string.
+    """
+    value = config.options.get(key, default)
+    if not isinstance(value, str):
+        raise ConfigError(f"expected a string, got {json.dumps(value)}", key=key)
+    return value

@@ -1,0 +1,108 @@
+"""The registry of outbound factories: installed plugins, found by scheme.
+
+Every outbound, built-in or third-party, is built by an L{IOutboundFactory}
+plugin found in C{nfork.plugins}; the checks here (unknown scheme, a sink as
+active, the factory's own validation) run both at startup and whenever the
+controller builds outbounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from twisted.plugin import getPlugins
+
+from nfork.config import ConfigError, InboundConfig, OutboundConfig
+from nfork.outbounds.api import (
+    IOutboundFactory,
+    IOutboundValidator,
+    check_option_names,
+)
+
+
+def outbound_factories() -> dict[str, IOutboundFactory]:
+    """Every installed outbound factory, by scheme."""
+    import nfork.plugins
+
+    return {
+        factory.scheme: factory
+        for factory in getPlugins(IOutboundFactory, nfork.plugins)
+    }
+
+
+def factory_for(
+    inbound: str, config: OutboundConfig, factories: Mapping[str, IOutboundFactory]
+) -> IOutboundFactory:
+    """The factory for C{config}'s scheme, once C{config} is found valid for it.
+
+    The factory's L{IOutboundValidator.validate} checks the options; a factory
+    without it takes none.
+
+    @raise ConfigError: for an unknown scheme (listing the known ones), or
+        the factory's own complaint, with the inbound and outbound added.
+    """
+    factory = factories.get(config.address.scheme)
+    if factory is None:
+        known = ", ".join(sorted(factories))
+        raise ConfigError(
+            f'inbound "{inbound}": outbound "{config.name}": key "addr": '
+            f'unknown address scheme "{config.address.scheme}" '
+            f"(available: {known})",
+            inbound=inbound,
+            outbound=config.name,
+            key="addr",
+        )
+    try:
+        if IOutboundValidator.providedBy(factory):
+            IOutboundValidator(factory).validate(config)
+        else:
+            check_option_names(config, ())
+    except ConfigError as e:
+        where = f'inbound "{inbound}": outbound "{config.name}": '
+        if e.key is not None and f'"{e.key}"' not in e.problem:
+            where += f'key "{e.key}": '
+        raise ConfigError(
+            where + e.problem, inbound=inbound, outbound=config.name, key=e.key
+        ) from None
+    return factory
+
+
+def check_inbound(
+    config: InboundConfig, factories: Mapping[str, IOutboundFactory]
+) -> dict[str, IOutboundFactory]:
+    """Check that every outbound of C{config} can be built; their factories.
+
+    Every scheme must have a factory, which validates its outbound, and the
+    active outbound must give HTTP responses (a sink cannot be active).
+
+    @raise ConfigError: for the first problem found.
+    """
+    chosen: dict[str, IOutboundFactory] = {}
+    for out in config.outbounds:
+        factory = factory_for(config.name, out, factories)
+        if out.name == config.active and not factory.gives_response:
+            raise ConfigError(
+                f'inbound "{config.name}": key "active": outbound '
+                f'"{out.name}" ({out.address.scheme}://) gives no HTTP '
+                "response and cannot be active",
+                inbound=config.name,
+                outbound=out.name,
+                key="active",
+            )
+        chosen[out.name] = factory
+    return chosen
+
+
+def check_inbounds(
+    inbounds: Iterable[InboundConfig],
+    factories: Mapping[str, IOutboundFactory] | None = None,
+) -> None:
+    """L{check_inbound} for each of C{inbounds}, as at startup: builds nothing.
+
+    @param factories: by scheme; by default the installed plugins.
+    @raise ConfigError: for the first problem found.
+    """
+    if factories is None:
+        factories = outbound_factories()
+    for config in inbounds:
+        check_inbound(config, factories)

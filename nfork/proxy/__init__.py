@@ -1,0 +1,1 @@
+"""The data path: inbound server, fork, client pool, deadlines, headers, stats."""

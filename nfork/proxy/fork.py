@@ -1,0 +1,422 @@
+"""The twisted.web resource that forks each request of one inbound.
+
+Every request is read whole, copied to every outbound at once, and answered
+with the active outbound's response as soon as it arrives; shadow responses
+are only measured.  The routing (which outbounds, which one is active) is an
+immutable snapshot swapped by the controller, so each request is handled
+entirely with the configuration it started with.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from attrs import define, field, frozen
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http, server
+from twisted.web.http_headers import Headers as TwistedHeaders
+from twisted.web.resource import Resource
+
+from nfork.config import InboundConfig, OutboundConfig
+from nfork.outbounds.api import IOutbound
+from nfork.proxy.deadlines import Deadline, Deadlines
+from nfork.proxy.headers import (
+    client_response_headers,
+    header_value,
+    outbound_request_headers,
+)
+from nfork.proxy.messages import CopyDropped, ProxyRequest, ProxyResponse
+from nfork.proxy.stats import OutboundStats
+
+
+class OutboundTimeout(Exception):
+    """An outbound did not answer within its timeout."""
+
+
+@define(eq=False)
+class OutboundRoute:
+    """One outbound of a running inbound: config, implementation, stats."""
+
+    config: OutboundConfig
+    outbound: IOutbound
+    stats: OutboundStats
+    inflight: int = 0
+    """Copies sent and not yet finished."""
+    limit: int = field(init=False)
+    """How many copies may be pending before new ones are dropped.
+
+    Starts at C{maxInflight}.  Each timeout halves it, each answer in time
+    raises it by one (up to C{maxInflight} again): a shadow that stopped
+    answering soon holds one copy at a time instead of C{maxInflight}
+    connections that all wait for their timeout.
+    """
+
+    @limit.default
+    def _full_limit(self) -> int:
+        return self.config.max_inflight
+
+    def timed_out(self) -> None:
+        """A copy timed out: halve the limit."""
+        self.limit = max(1, self.limit // 2)
+
+    def answered(self) -> None:
+        """A copy completed in time: raise the limit by one."""
+        if self.limit < self.config.max_inflight:
+            self.limit += 1
+
+    @property
+    def name(self) -> str:
+        """The outbound's name."""
+        return self.config.name
+
+
+@frozen
+class Routing:
+    """What one request is forked to: an immutable snapshot."""
+
+    config: InboundConfig
+    active: OutboundRoute
+    shadows: tuple[OutboundRoute, ...]
+
+    @property
+    def routes(self) -> tuple[OutboundRoute, ...]:
+        """Every outbound, the active one first."""
+        return (self.active, *self.shadows)
+
+
+class Responder(Protocol):
+    """Where the answer to one forked request goes.
+
+    The lean server (L{nfork.proxy.server}) and twisted.web (L{render}) both
+    implement it, so forking, dispatching and answering are shared.
+    """
+
+    @property
+    def gone(self) -> bool:
+        """Whether the client went away or was already answered."""
+
+    @property
+    def method(self) -> bytes:
+        """The request's method (a C{HEAD} answer carries no body)."""
+
+    def respond(
+        self,
+        code: int,
+        phrase: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        body: bytes,
+        length: bytes | None,
+    ) -> None:
+        """Answer with C{headers} as given, then C{Content-Length: length}."""
+
+    def fail(self, code: int, text: str) -> None:
+        """Answer with a short plain-text error."""
+
+    def drop(self) -> None:
+        """End the exchange without an answer (the copy was cancelled)."""
+
+    def on_gone(self, cancel: Callable[[], object]) -> None:
+        """Call C{cancel} if the client goes away before it is answered."""
+
+
+class InboundResource(Resource):
+    """Forks every request it receives to the outbounds of its routing."""
+
+    isLeaf = True
+    _log = Logger()
+
+    def __init__(self, routing: Routing, clock: IReactorTime) -> None:
+        super().__init__()
+        self.routing = routing
+        self._clock = clock
+        self._deadlines = Deadlines(clock)
+        self._random = random.random
+        self.pending = 0
+        """Copies sent by this inbound and not yet finished."""
+        self._idle_waiters: list[Deferred[None]] = []
+
+    def when_idle(self) -> Deferred[None]:
+        """Fires once no copy sent by this inbound is pending."""
+        d: Deferred[None] = Deferred()
+        if self.pending:
+            self._idle_waiters.append(d)
+        else:
+            d.callback(None)
+        return d
+
+    @property
+    def max_body(self) -> int:
+        """The largest request body accepted, in bytes."""
+        return self.routing.config.max_body
+
+    def render(self, request: server.Request) -> bytes | int:
+        """Fork the request; answer with the active outbound's response."""
+        responder = _WebResponder(request)
+        body = request.content.getvalue() if request.content is not None else b""
+        if getattr(request, "body_too_large", False) or len(body) > self.max_body:
+            self.refuse_too_large(responder)
+            return server.NOT_DONE_YET
+        client_ip = getattr(request.getClientAddress(), "host", "")
+        headers = [
+            (name, value)
+            for name, values in request.requestHeaders.getAllRawHeaders()
+            for value in values
+        ]
+        self.fork(
+            self.proxy_request(
+                request.method,
+                request.uri,
+                headers,
+                body,
+                client_ip,
+                request.isSecure(),
+            ),
+            responder,
+        )
+        return server.NOT_DONE_YET
+
+    def refuse_too_large(self, responder: Responder) -> None:
+        """Answer 413: the request body is larger than C{maxBody}."""
+        responder.fail(413, f"nfork: request body larger than {self.max_body} bytes\n")
+
+    def proxy_request(
+        self,
+        method: bytes,
+        uri: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        body: bytes,
+        client_ip: str,
+        secure: bool,
+    ) -> ProxyRequest:
+        """The copy of a client request that every outbound receives."""
+        return ProxyRequest(
+            method=method,
+            uri=uri,
+            headers=outbound_request_headers(
+                headers, client_ip, b"https" if secure else b"http"
+            ),
+            body=body,
+            client=client_ip,
+            received=self._clock.seconds(),
+        )
+
+    def fork(self, request: ProxyRequest, responder: Responder) -> None:
+        """Copy C{request} to the outbounds; answer C{responder} from the active."""
+        routing = self.routing
+        timeout = routing.config.timeout
+        for shadow in routing.shadows:
+            if self._wants_copy(shadow, request):
+                self._dispatch(shadow, request, False, timeout).addErrback(_ignore)
+        response = self._dispatch(routing.active, request, True, timeout)
+        responder.on_gone(response.cancel)
+        response.addCallbacks(
+            _answer,
+            _answer_failure,
+            callbackArgs=(responder,),
+            errbackArgs=(responder, routing),
+        )
+
+    def _wants_copy(self, route: OutboundRoute, request: ProxyRequest) -> bool:
+        """Whether a shadow takes this request (its C{methods} and C{sample})."""
+        config = route.config
+        if config.methods is not None and request.method.decode() not in config.methods:
+            return False
+        if (
+            config.sample is not None
+            and _sample_point(request, self._random) >= config.sample
+        ):
+            return False
+        if route.inflight >= route.limit:
+            route.stats.record_dropped()
+            return False
+        return True
+
+    def _dispatch(
+        self,
+        route: OutboundRoute,
+        request: ProxyRequest,
+        keep_body: bool,
+        inbound_timeout: float,
+    ) -> Deferred[ProxyResponse | None]:
+        """Send one copy under its timeout and record its outcome in the stats.
+
+        C{inbound_timeout} comes from the routing snapshot the request started
+        with; the outbound's own C{timeout}, if any, wins over it.
+        """
+        clock = self._clock
+        timeout = route.config.timeout or inbound_timeout
+        start = clock.seconds()
+        route.inflight += 1
+        self.pending += 1
+        sent = route.outbound.send(request, keep_body)
+        expiry = _Expiry(sent)
+        expiry.deadline = self._deadlines.add(timeout, expiry.expire)
+
+        def record(
+            result: ProxyResponse | Failure | None,
+        ) -> ProxyResponse | Failure | None:
+            route.inflight -= 1
+            self.pending -= 1
+            if not self.pending and self._idle_waiters:
+                waiters, self._idle_waiters = self._idle_waiters, []
+                for waiter in waiters:
+                    waiter.callback(None)
+            expiry.deadline.cancel()
+            latency = clock.seconds() - start
+            if isinstance(result, Failure):
+                if expiry.expired:
+                    route.timed_out()
+                    route.stats.record_timeout(latency)
+                    return Failure(
+                        OutboundTimeout(
+                            f'outbound "{route.name}" timed out after {timeout:g}s'
+                        )
+                    )
+                if result.check(CopyDropped):
+                    route.stats.record_dropped()
+                else:
+                    route.stats.record_error(latency)
+                return result
+            route.answered()
+            if result is None:
+                route.stats.record_delivered(latency)
+            else:
+                route.stats.record_response(result.code, latency)
+            return result
+
+        return sent.addBoth(record)
+
+
+class _Expiry:
+    """Cancels a pending copy when its timeout passes, remembering why."""
+
+    __slots__ = ("deadline", "deferred", "expired")
+
+    deadline: Deadline
+
+    def __init__(self, deferred: Deferred[ProxyResponse | None]) -> None:
+        self.deferred = deferred
+        self.expired = False
+
+    def expire(self) -> None:
+        self.expired = True
+        self.deferred.cancel()
+
+
+def _sample_point(request: ProxyRequest, fallback: Any) -> float:
+    """A number in [0, 1) for sampling: stable per C{X-Request-Id}."""
+    request_id = header_value(request.headers, b"x-request-id")
+    if request_id is None:
+        return float(fallback())
+    return zlib.crc32(request_id) / 2**32
+
+
+def _ignore(failure: Failure) -> None:
+    """Shadow outcomes are in the stats; nobody waits for them."""
+
+
+def _answer(response: ProxyResponse, responder: Responder) -> None:
+    """Send the active outbound's response to the client."""
+    if responder.gone:
+        return
+    body = response.body
+    length: bytes | None
+    if body or not (responder.method == b"HEAD" or response.code in (204, 304)):
+        length = b"%d" % len(body)
+    elif response.code == 204:
+        length = None
+    else:
+        # HEAD and 304 answers describe a body they do not carry.
+        length = header_value(response.headers, b"content-length")
+    headers = client_response_headers(response.headers)
+    phrase = response.phrase or http.RESPONSES.get(response.code, b"Unknown")
+    responder.respond(response.code, phrase, headers, body, length)
+
+
+def _answer_failure(failure: Failure, responder: Responder, routing: Routing) -> None:
+    """Answer the client when the active outbound timed out or failed."""
+    if responder.gone:
+        return
+    config = routing.config
+    if failure.check(OutboundTimeout):
+        responder.fail(config.timeout_code, f"nfork: {failure.value}\n")
+    elif failure.check(CancelledError):
+        responder.drop()
+    else:
+        reason = failure.getErrorMessage() or repr(failure.value)
+        responder.fail(
+            config.error_code,
+            f'nfork: active outbound "{routing.active.name}" failed: {reason}\n',
+        )
+
+
+class _WebResponder:
+    """Adapts a twisted.web request to L{Responder}."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: server.Request) -> None:
+        self.request = request
+
+    @property
+    def gone(self) -> bool:
+        request = self.request
+        return bool(request.finished or getattr(request, "_disconnected", False))
+
+    @property
+    def method(self) -> bytes:
+        return self.request.method
+
+    def respond(
+        self,
+        code: int,
+        phrase: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        body: bytes,
+        length: bytes | None,
+    ) -> None:
+        request = self.request
+        request.setResponseCode(code, phrase)
+        request.responseHeaders = TwistedHeaders()
+        for name, value in headers:
+            request.responseHeaders.addRawHeader(name, value)
+        if length is not None:
+            request.responseHeaders.setRawHeaders(b"Content-Length", [length])
+        request.defaultContentType = None
+        if body:
+            request.write(body)
+        request.finish()
+
+    def fail(self, code: int, text: str) -> None:
+        _finish_plain(self.request, code, text)
+
+    def drop(self) -> None:
+        self.request.finish()
+
+    def on_gone(self, cancel: Callable[[], object]) -> None:
+        self.request.notifyFinish().addErrback(lambda _: cancel())
+
+
+def _finish_plain(request: server.Request, code: int, text: str) -> None:
+    body = _plain_error(request, code, text)
+    request.write(body)
+    request.finish()
+
+
+def _plain_error(request: server.Request, code: int, text: str) -> bytes:
+    """Set up a short plain-text answer and return its body."""
+    body = text.encode("utf-8")
+    request.setResponseCode(code)
+    request.responseHeaders = TwistedHeaders(
+        {
+            b"Content-Type": [b"text/plain; charset=utf-8"],
+            b"Content-Length": [b"%d" % len(body)],
+        }
+    )
+    return body

@@ -1,0 +1,907 @@
+"""Tests for L{nfork.proxy.client}: the pooled, byte-transparent HTTP/1.1 client."""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import ipaddress
+import random
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from OpenSSL.SSL import Error as TLSError
+from twisted.internet import reactor as global_reactor
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    gatherResults,
+    maybeDeferred,
+    succeed,
+)
+from twisted.internet.error import (
+    ConnectionAborted,
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+)
+from twisted.internet.interfaces import IReactorTCP
+from twisted.internet.protocol import Factory, Protocol, ServerFactory
+from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.protocols.policies import WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from nfork.proxy.client import (
+    SURPLUS_IDLE_TIMEOUT,
+    HTTPClientPool,
+    IncompleteResponseError,
+    PoolClosedError,
+    ResponseError,
+    Target,
+)
+from nfork.proxy.messages import ProxyResponse
+
+TARGET = Target("http", "10.0.0.2", 8080, b"backend:8080")
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+GET2 = b"GET /2 HTTP/1.1\r\nHost: backend:8080\r\n\r\n"
+
+
+class RecordingTransport(StringTransport):
+    """A StringTransport that counts writes and records TCP_NODELAY."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.nodelay: bool | None = None
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        super().write(data)
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.nodelay = enabled
+
+
+class PoolTestCase(SynchronousTestCase):
+    """A pool on a memory reactor, and helpers to play the backend."""
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.pool = HTTPClientPool(self.reactor)
+
+    def connect(self, index: int = -1) -> tuple[Any, RecordingTransport]:
+        """Complete the connection attempt number C{index}."""
+        factory = self.reactor.tcpClients[index][2]
+        protocol: Any = factory.buildProtocol(None)
+        transport = RecordingTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def get(self, uri: bytes = b"/", **kwargs: Any) -> Deferred[ProxyResponse]:
+        return self.pool.request(TARGET, b"GET", uri, (), b"", **kwargs)
+
+    def roundtrip(self, response: bytes, method: bytes = b"GET") -> ProxyResponse:
+        """One request on a new connection, answered with C{response}."""
+        d = self.pool.request(TARGET, method, b"/", (), b"")
+        protocol, _ = self.connect()
+        protocol.dataReceived(response)
+        return self.successResultOf(d)
+
+
+class SerializationTests(PoolTestCase):
+    """Requests reach the backend byte for byte as given."""
+
+    def sent(self, target: Target, method: bytes, headers: Any, body: bytes) -> bytes:
+        self.pool.request(target, method, b"/x?y=1", headers, body)
+        _, transport = self.connect()
+        self.assertEqual(transport.writes, 1)
+        data: bytes = transport.value()
+        return data
+
+    def test_get_headers_in_order_and_case(self) -> None:
+        headers = (
+            (b"X-Mixed-Case", b"a"),
+            (b"cookie", b"c=1"),
+            (b"X-Mixed-Case", b"b"),
+            (b"Accept-Encoding", b"gzip"),
+        )
+        self.assertEqual(
+            self.sent(TARGET, b"GET", headers, b""),
+            b"GET /x?y=1 HTTP/1.1\r\nHost: backend:8080\r\n"
+            b"X-Mixed-Case: a\r\ncookie: c=1\r\nX-Mixed-Case: b\r\n"
+            b"Accept-Encoding: gzip\r\n\r\n",
+        )
+
+    def test_post_body_gets_content_length(self) -> None:
+        body = bytes(range(256))
+        self.assertEqual(
+            self.sent(TARGET, b"POST", ((b"Content-Type", b"x/y"),), body),
+            b"POST /x?y=1 HTTP/1.1\r\nHost: backend:8080\r\nContent-Type: x/y\r\n"
+            b"Content-Length: 256\r\n\r\n" + body,
+        )
+
+    def test_empty_body_methods_get_content_length_zero(self) -> None:
+        for method in (b"POST", b"PUT", b"PATCH"):
+            self.assertEqual(
+                self.sent(TARGET, method, (), b""),
+                method + b" /x?y=1 HTTP/1.1\r\nHost: backend:8080\r\n"
+                b"Content-Length: 0\r\n\r\n",
+            )
+
+    def test_bodyless_methods_get_no_content_length(self) -> None:
+        for method in (b"GET", b"HEAD", b"DELETE", b"OPTIONS"):
+            self.assertEqual(
+                self.sent(TARGET, method, (), b""),
+                method + b" /x?y=1 HTTP/1.1\r\nHost: backend:8080\r\n\r\n",
+            )
+
+    def test_get_with_body_gets_content_length(self) -> None:
+        self.assertEqual(
+            self.sent(TARGET, b"GET", (), b"q"),
+            b"GET /x?y=1 HTTP/1.1\r\nHost: backend:8080\r\nContent-Length: 1\r\n\r\nq",
+        )
+
+    def test_path_prefix_is_prepended_to_the_raw_uri(self) -> None:
+        target = Target("http", "10.0.0.2", 8080, b"b", path_prefix=b"/api")
+        self.pool.request(target, b"GET", b"/%7Ex/../y?a=%20&b", (), b"")
+        _, transport = self.connect()
+        self.assertEqual(
+            transport.value(), b"GET /api/%7Ex/../y?a=%20&b HTTP/1.1\r\nHost: b\r\n\r\n"
+        )
+
+    def test_connects_to_target_with_nodelay(self) -> None:
+        self.get()
+        self.assertEqual(self.reactor.tcpClients[0][:2], ("10.0.0.2", 8080))
+        _, transport = self.connect()
+        self.assertIs(transport.nodelay, True)
+
+    def test_targets_differing_in_host_header_share_connections(self) -> None:
+        other = Target("http", "10.0.0.2", 8080, b"other", path_prefix=b"/p")
+        d = self.get()
+        protocol, transport = self.connect()
+        protocol.dataReceived(OK)
+        self.successResultOf(d)
+        transport.clear()
+        self.pool.request(other, b"GET", b"/", (), b"")
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        self.assertEqual(transport.value(), b"GET /p/ HTTP/1.1\r\nHost: other\r\n\r\n")
+
+    def test_target_scheme_is_validated(self) -> None:
+        self.assertRaises(ValueError, Target, "ftp", "h", 21, b"h")
+
+
+class ParsingTests(PoolTestCase):
+    """Responses come back as the backend sent them."""
+
+    def test_content_length(self) -> None:
+        response = self.roundtrip(
+            b"HTTP/1.1 201 Created Just Now\r\nContent-Length: 5\r\n"
+            b"x-Custom: a b  c\r\n\r\nhello"
+        )
+        self.assertEqual(
+            response,
+            ProxyResponse(
+                201,
+                b"Created Just Now",
+                ((b"Content-Length", b"5"), (b"x-Custom", b"a b  c")),
+                b"hello",
+            ),
+        )
+
+    def test_every_split_point(self) -> None:
+        """Names, values, phrase and body split across reads are reassembled."""
+        chunked = (
+            b"HTTP/1.1 200 Fine Thanks\r\nTransfer-Encoding: chunked\r\n"
+            b"X-Long-Header-Name: a long header value\r\n\r\n"
+            b"5\r\nhello\r\n1;ext=1\r\n \r\n6\r\nworld!\r\n0\r\nTrailer: t\r\n\r\n"
+        )
+        sized = (
+            b"HTTP/1.1 200 Fine Thanks\r\nContent-Length: 12\r\n"
+            b"X-Long-Header-Name: a long header value\r\n\r\nhello world!"
+        )
+        for raw, framing in (
+            (chunked, (b"Transfer-Encoding", b"chunked")),
+            (sized, (b"Content-Length", b"12")),
+        ):
+            expected = ProxyResponse(
+                200,
+                b"Fine Thanks",
+                (framing, (b"X-Long-Header-Name", b"a long header value")),
+                b"hello world!",
+            )
+            pieces = [[raw[:i], raw[i:]] for i in range(1, len(raw))]
+            pieces.append([raw[i : i + 1] for i in range(len(raw))])
+            for split in pieces:
+                d = self.get()
+                protocol, _ = self.connect()
+                for piece in split:
+                    self.assertNoResult(d)
+                    protocol.dataReceived(piece)
+                self.assertEqual(self.successResultOf(d), expected)
+                self.assertEqual(self.pool.idle_count(TARGET), 1)
+                self.pool.close()
+                protocol.connectionLost(Failure(ConnectionDone()))
+                self.pool = HTTPClientPool(self.reactor)
+
+    def test_close_delimited(self) -> None:
+        d = self.get()
+        protocol, _transport = self.connect()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nX: y\r\n\r\npart one, ")
+        protocol.dataReceived(b"part two")
+        self.assertNoResult(d)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(
+            self.successResultOf(d),
+            ProxyResponse(200, b"OK", ((b"X", b"y"),), b"part one, part two"),
+        )
+        self.assertEqual(self.pool.idle_count(TARGET), 0)
+
+    def test_close_delimited_cut_by_reset_fails(self) -> None:
+        d = self.get()
+        protocol, _ = self.connect()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\n\r\npart")
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.failureResultOf(d, IncompleteResponseError)
+
+    def test_truncated_content_length_fails(self) -> None:
+        d = self.get()
+        protocol, _ = self.connect()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        failure = self.failureResultOf(d, IncompleteResponseError)
+        self.assertIsInstance(failure.value.reason.value, ConnectionDone)
+
+    def test_truncated_chunked_fails(self) -> None:
+        d = self.get()
+        protocol, _ = self.connect()
+        protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\npart\r\n"
+        )
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(d, IncompleteResponseError)
+
+    def test_head_with_content_length_has_no_body(self) -> None:
+        d = self.pool.request(TARGET, b"HEAD", b"/", (), b"")
+        protocol, _transport = self.connect()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
+        self.assertEqual(
+            self.successResultOf(d),
+            ProxyResponse(200, b"OK", ((b"Content-Length", b"1234"),), b""),
+        )
+        # The connection is reused, and the next response parses.
+        d = self.get()
+        protocol.dataReceived(OK)
+        self.assertEqual(self.successResultOf(d).body, b"ok")
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+
+    def test_head_with_chunked_has_no_body(self) -> None:
+        response = self.roundtrip(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"HEAD"
+        )
+        self.assertEqual(response.body, b"")
+        self.assertEqual(self.pool.idle_count(TARGET), 1)
+
+    def test_bytes_after_head_response_close_the_connection(self) -> None:
+        d = self.pool.request(TARGET, b"HEAD", b"/", (), b"")
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
+        self.assertEqual(self.successResultOf(d).body, b"")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.pool.idle_count(TARGET), 0)
+
+    def test_no_body_statuses(self) -> None:
+        for status in (b"204 No Content", b"304 Not Modified"):
+            d = self.get()
+            protocol, _ = self.connect()
+            protocol.dataReceived(b"HTTP/1.1 " + status + b"\r\nETag: x\r\n\r\n")
+            response = self.successResultOf(d)
+            self.assertEqual((response.code, response.body), (int(status[:3]), b""))
+            self.assertEqual(self.pool.idle_count(TARGET), 1)
+            # Reused, and the next response parses.
+            d = self.get()
+            protocol.dataReceived(OK)
+            self.assertEqual(self.successResultOf(d).body, b"ok")
+            self.pool.close()
+            protocol.connectionLost(Failure(ConnectionDone()))
+            self.pool = HTTPClientPool(self.reactor)
+
+    def test_interim_responses_are_skipped(self) -> None:
+        interim = (
+            b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n"
+            b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n"
+        )
+        final = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Final: 1\r\n\r\nok"
+        self.get()
+        protocol, _ = self.connect()
+        protocol.dataReceived(OK)
+        for data in ([interim + final], [interim, final]):
+            d = self.get()
+            for piece in data:
+                protocol.dataReceived(piece)
+            self.assertEqual(
+                self.successResultOf(d),
+                ProxyResponse(
+                    200,
+                    b"OK",
+                    ((b"Content-Length", b"2"), (b"X-Final", b"1")),
+                    b"ok",
+                ),
+            )
+
+    def test_switching_protocols_fails(self) -> None:
+        d = self.get()
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\n\r\n"
+        )
+        failure = self.failureResultOf(d, ResponseError)
+        self.assertIn("101", str(failure.value))
+        self.assertTrue(transport.disconnected)
+
+    def test_repeated_headers_kept_in_order(self) -> None:
+        response = self.roundtrip(
+            b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nContent-Length: 0\r\n"
+            b"Set-Cookie: b=2; Path=/\r\nset-cookie: c=3\r\n\r\n"
+        )
+        self.assertEqual(
+            response.headers,
+            (
+                (b"Set-Cookie", b"a=1"),
+                (b"Content-Length", b"0"),
+                (b"Set-Cookie", b"b=2; Path=/"),
+                (b"set-cookie", b"c=3"),
+            ),
+        )
+
+    def test_content_encoding_passed_through(self) -> None:
+        body = gzip.compress(b"compressed " * 100)
+        response = self.roundtrip(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+            % len(body)
+            + body
+        )
+        self.assertEqual(response.body, body)
+        self.assertIn((b"Content-Encoding", b"gzip"), response.headers)
+
+    def test_keep_body_false_reads_and_drops_the_body(self) -> None:
+        d = self.get(keep_body=False)
+        protocol, _ = self.connect()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbo")
+        self.assertNoResult(d)
+        protocol.dataReceived(b"dy")
+        self.assertEqual(self.successResultOf(d).body, b"")
+        self.assertEqual(self.pool.idle_count(TARGET), 1)
+
+    def test_garbage_fails_and_closes(self) -> None:
+        d = self.get()
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"SSH-2.0-OpenSSH_9.6\r\n")
+        failure = self.failureResultOf(d, ResponseError)
+        self.assertNotIsInstance(failure.value, IncompleteResponseError)
+        self.assertTrue(transport.disconnected)
+        protocol.connectionLost(Failure(ConnectionAborted()))
+        self.assertEqual(self.pool.busy_count(TARGET), 0)
+
+    def test_bad_chunk_fails(self) -> None:
+        d = self.get()
+        protocol, _ = self.connect()
+        protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+        )
+        self.failureResultOf(d, ResponseError)
+
+    def test_bytes_after_complete_response_close_the_connection(self) -> None:
+        d = self.get()
+        protocol, transport = self.connect()
+        protocol.dataReceived(OK + b"HTTP/1.1 200 OK\r\n")
+        self.assertEqual(self.successResultOf(d).body, b"ok")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.pool.idle_count(TARGET), 0)
+
+
+class ReuseTests(PoolTestCase):
+    """Connections are kept alive and reused."""
+
+    def test_keep_alive_reuse(self) -> None:
+        d = self.get(b"/1")
+        protocol, transport = self.connect()
+        protocol.dataReceived(OK)
+        self.successResultOf(d)
+        self.assertEqual(
+            (self.pool.idle_count(TARGET), self.pool.busy_count(TARGET)), (1, 0)
+        )
+        transport.clear()
+        d = self.get(b"/2")
+        self.assertEqual(
+            (self.pool.idle_count(TARGET), self.pool.busy_count(TARGET)), (0, 1)
+        )
+        self.assertEqual(
+            transport.value(), b"GET /2 HTTP/1.1\r\nHost: backend:8080\r\n\r\n"
+        )
+        protocol.dataReceived(OK)
+        self.successResultOf(d)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        self.assertEqual(self.pool.connections_opened, 1)
+
+    def test_callback_can_reuse_the_connection_at_once(self) -> None:
+        d = self.get(b"/1")
+        protocol, transport = self.connect()
+        second: list[Deferred[ProxyResponse]] = []
+        d.addCallback(lambda _: second.append(self.get(b"/2")))
+        protocol.dataReceived(OK)
+        self.assertTrue(
+            transport.value().endswith(b"GET /2 HTTP/1.1\r\nHost: backend:8080\r\n\r\n")
+        )
+        protocol.dataReceived(OK)
+        self.assertEqual(self.successResultOf(second[0]).body, b"ok")
+        self.assertEqual(self.pool.connections_opened, 1)
+
+    def test_idle_connections_are_lifo(self) -> None:
+        d1, d2 = self.get(), self.get()
+        (p1, t1), (p2, t2) = self.connect(0), self.connect(1)
+        self.assertEqual(self.pool.busy_count(TARGET), 2)
+        p1.dataReceived(OK)
+        p2.dataReceived(OK)
+        self.successResultOf(gatherResults([d1, d2]))
+        t1.clear()
+        t2.clear()
+        self.get()
+        self.assertEqual((t1.value(), bool(t2.value())), (b"", True))
+
+    def test_connection_close_is_not_reused(self) -> None:
+        d = self.get()
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+        )
+        self.assertEqual(self.successResultOf(d).body, b"ok")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.pool.idle_count(TARGET), 0)
+        self.get()
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+
+    def test_http10_is_not_reused(self) -> None:
+        self.roundtrip(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual(self.pool.idle_count(TARGET), 0)
+
+    def test_max_idle(self) -> None:
+        ds = [self.get(max_idle=2) for _ in range(3)]
+        connections = [self.connect(i) for i in range(3)]
+        for protocol, _ in connections:
+            protocol.dataReceived(OK)
+        self.successResultOf(gatherResults(ds))
+        self.assertEqual(self.pool.idle_count(TARGET), 2)
+        self.assertEqual(
+            [transport.disconnecting for _, transport in connections],
+            [False, False, True],
+        )
+        d = self.get(max_idle=0)
+        connections[1][0].dataReceived(OK)
+        self.successResultOf(d)
+        self.assertTrue(connections[1][1].disconnecting)
+        self.assertEqual(self.pool.idle_count(TARGET), 1)
+
+    def test_under_load_as_many_idle_as_busy_are_kept_then_trimmed(self) -> None:
+        # Six requests in flight at once (a slow shadow): when they finish,
+        # keeping only max_idle=2 would mean new connections for the next ones.
+        ds = [self.get(max_idle=2) for _ in range(6)]
+        connections = [self.connect(i) for i in range(6)]
+        for protocol, _ in connections:
+            protocol.dataReceived(OK)
+        self.successResultOf(gatherResults(ds))
+        self.assertEqual(self.pool.idle_count(TARGET), 3)
+        # The first check only notes how many stayed idle since it started.
+        self.reactor.advance(SURPLUS_IDLE_TIMEOUT)
+        self.assertEqual(self.pool.idle_count(TARGET), 3)
+        # A whole period unused: the surplus goes, least recently used first.
+        self.reactor.advance(SURPLUS_IDLE_TIMEOUT)
+        self.assertEqual(self.pool.idle_count(TARGET), 2)
+        self.assertTrue(connections[0][1].disconnecting)
+        self.assertFalse(connections[2][1].disconnecting)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(len(self.reactor.tcpClients), 6)
+
+    def test_idle_connection_closed_by_server_is_forgotten(self) -> None:
+        d = self.get()
+        protocol, _ = self.connect()
+        protocol.dataReceived(OK)
+        self.successResultOf(d)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.pool.idle_count(TARGET), 0)
+        self.get()
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+
+    def test_unexpected_bytes_on_idle_connection_close_it(self) -> None:
+        d = self.get()
+        protocol, transport = self.connect()
+        protocol.dataReceived(OK)
+        self.successResultOf(d)
+        protocol.dataReceived(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(self.pool.idle_count(TARGET), 0)
+
+
+class RetryTests(PoolTestCase):
+    """A reused connection found dead is replaced once."""
+
+    def reused(self) -> tuple[Protocol, Deferred[ProxyResponse]]:
+        """A connection that served one request, carrying a second (a POST)."""
+        d = self.get()
+        protocol, _ = self.connect()
+        protocol.dataReceived(OK)
+        self.successResultOf(d)
+        return protocol, self.pool.request(TARGET, b"POST", b"/p", (), b"body")
+
+    def test_stale_connection_is_retried_on_a_new_one(self) -> None:
+        protocol, d = self.reused()
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.assertNoResult(d)
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        protocol2, transport2 = self.connect()
+        self.assertEqual(
+            transport2.value(),
+            b"POST /p HTTP/1.1\r\nHost: backend:8080\r\nContent-Length: 4\r\n\r\nbody",
+        )
+        protocol2.dataReceived(OK)
+        self.assertEqual(self.successResultOf(d).body, b"ok")
+        self.assertEqual(self.pool.connections_opened, 2)
+
+    def test_retry_is_not_retried(self) -> None:
+        protocol, d = self.reused()
+        protocol.connectionLost(Failure(ConnectionDone()))
+        protocol2, _ = self.connect()
+        protocol2.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(d, IncompleteResponseError)
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+
+    def test_lost_after_response_bytes_is_not_retried(self) -> None:
+        protocol, d = self.reused()
+        protocol.dataReceived(b"HTTP/1.1 200")
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.failureResultOf(d, IncompleteResponseError)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+
+    def test_fresh_connection_lost_fails(self) -> None:
+        d = self.get()
+        protocol, _ = self.connect()
+        protocol.connectionLost(Failure(ConnectionLost()))
+        failure = self.failureResultOf(d, IncompleteResponseError)
+        self.assertIsInstance(failure.value.reason.value, ConnectionLost)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        self.assertEqual(self.pool.busy_count(TARGET), 0)
+
+    def test_connection_refused_passes_through(self) -> None:
+        d = self.get()
+        factory = self.reactor.tcpClients[0][2]
+        factory.clientConnectionFailed(
+            self.reactor.connectors[0], Failure(ConnectionRefusedError())
+        )
+        self.failureResultOf(d, ConnectionRefusedError)
+        self.assertEqual(self.pool.busy_count(TARGET), 0)
+
+
+class CancelTests(PoolTestCase):
+    """Cancelling a request abandons its connection."""
+
+    def test_cancel_aborts_the_connection(self) -> None:
+        d = self.get()
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\npar")
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertTrue(transport.disconnected)
+        protocol.dataReceived(b"tial")
+        protocol.connectionLost(Failure(ConnectionAborted()))
+        self.assertEqual(
+            (self.pool.idle_count(TARGET), self.pool.busy_count(TARGET)), (0, 0)
+        )
+        self.get()
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+
+    def test_cancel_on_reused_connection_is_not_retried(self) -> None:
+        d = self.get()
+        protocol, _transport = self.connect()
+        protocol.dataReceived(OK)
+        d = self.get()
+        d.cancel()
+        protocol.connectionLost(Failure(ConnectionAborted()))
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+
+    def test_cancel_while_connecting_stops_connecting(self) -> None:
+        d = self.get()
+        self.assertEqual(self.pool.busy_count(TARGET), 1)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertTrue(self.reactor.connectors[0].stoppedConnecting)
+        self.assertEqual(self.pool.busy_count(TARGET), 0)
+        # Should the attempt connect anyway, the connection is dropped.
+        protocol, transport = self.connect()
+        self.assertEqual((transport.value(), transport.disconnected), (b"", True))
+        protocol.connectionLost(Failure(ConnectionAborted()))
+        self.assertEqual(self.pool.busy_count(TARGET), 0)
+
+
+class CloseTests(PoolTestCase):
+    """close() releases every connection."""
+
+    def test_close_with_nothing_open(self) -> None:
+        self.assertIsNone(self.successResultOf(self.pool.close()))
+
+    def test_close(self) -> None:
+        d_idle = self.get()
+        d_busy = self.get()
+        d_connecting = self.get()
+        idle, idle_transport = self.connect(0)
+        busy, busy_transport = self.connect(1)
+        idle.dataReceived(OK)
+        self.successResultOf(d_idle)
+
+        closed = self.pool.close()
+        self.failureResultOf(d_connecting, PoolClosedError)
+        self.assertTrue(self.reactor.connectors[2].stoppedConnecting)
+        self.assertTrue(idle_transport.disconnecting)
+        self.assertFalse(idle_transport.disconnected)
+        self.assertTrue(busy_transport.disconnected)
+        self.failureResultOf(self.get(), PoolClosedError)
+
+        idle.connectionLost(Failure(ConnectionDone()))
+        self.assertNoResult(closed)
+        self.assertNoResult(d_busy)
+        busy.connectionLost(Failure(ConnectionAborted()))
+        self.failureResultOf(d_busy, IncompleteResponseError)
+        self.assertIsNone(self.successResultOf(closed))
+
+    def test_close_does_not_retry(self) -> None:
+        d = self.get()
+        protocol, _ = self.connect()
+        protocol.dataReceived(OK)
+        d = self.get()
+        closed = self.pool.close()
+        protocol.connectionLost(Failure(ConnectionAborted()))
+        self.failureResultOf(d, IncompleteResponseError)
+        self.successResultOf(closed)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+
+    def test_response_completed_after_close_is_not_pooled(self) -> None:
+        d = self.get()
+        protocol, _transport = self.connect()
+        closed = self.pool.close()
+        # The abort has not taken effect yet when the response arrives.
+        protocol.dataReceived(OK)
+        self.assertEqual(self.pool.idle_count(TARGET), 0)
+        protocol.connectionLost(Failure(ConnectionAborted()))
+        self.successResultOf(closed)
+        self.assertTrue(d.called)
+
+
+class TLSUnitTests(PoolTestCase):
+    """https targets are wrapped in TLS, with settings cached per host."""
+
+    def test_tls_settings_built_once_per_host(self) -> None:
+        calls: list[str] = []
+
+        def creator(hostname: str) -> Any:
+            calls.append(hostname)
+            return optionsForClientTLS(hostname)
+
+        pool = HTTPClientPool(self.reactor, tls_context_factory=creator)
+        target = Target("https", "example.com", 443, b"example.com")
+        pool.request(target, b"GET", b"/", (), b"")
+        pool.request(target, b"GET", b"/", (), b"")
+        self.assertEqual(calls, ["example.com"])
+        self.assertIsInstance(self.reactor.tcpClients[0][2], TLSMemoryBIOFactory)
+        self.assertEqual(self.reactor.tcpClients[0][:2], ("example.com", 443))
+
+
+# Integration tests: real sockets on 127.0.0.1.
+
+BIG = random.Random(0).randbytes(5 * 1024 * 1024)
+
+
+class Backend(Resource):
+    """GET /big: 5 MiB; POST: echo; anything else: the URI."""
+
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        if request.uri == b"/big":
+            request.setHeader(b"content-type", b"application/octet-stream")
+            return BIG
+        return request.uri
+
+    def render_POST(self, request: Request) -> bytes:
+        assert request.content is not None
+        data: bytes = request.content.read()
+        return data
+
+
+class TrackingFactory(WrappingFactory):
+    """Keeps the server-side connections, to close them and wait for them."""
+
+    def __init__(self, wrapped: Any) -> None:
+        super().__init__(wrapped)
+        self._waiting: list[Deferred[None]] = []
+
+    def unregisterProtocol(self, p: Any) -> None:
+        super().unregisterProtocol(p)
+        if not self.protocols:
+            waiting, self._waiting = self._waiting, []
+            for d in waiting:
+                d.callback(None)
+
+    def all_closed(self) -> Deferred[None]:
+        if not self.protocols:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiting.append(d)
+        return d
+
+
+class DropsSecondRequest(Protocol):
+    """Answers the first request on a connection; closes on the second."""
+
+    def connectionMade(self) -> None:
+        self.seen = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        for _ in range(data.count(b"\r\n\r\n")):
+            self.seen += 1
+            if self.seen == 2 and self.factory.connections == 1:
+                self.transport.loseConnection()  # type: ignore[union-attr]
+                return
+            self.transport.write(OK)  # type: ignore[union-attr]
+
+
+class DropsSecondRequestFactory(Factory):
+    protocol = DropsSecondRequest
+
+    def __init__(self) -> None:
+        self.connections = 0
+
+    def buildProtocol(self, addr: Any) -> Any:
+        self.connections += 1
+        return super().buildProtocol(addr)
+
+
+def self_signed_pem() -> bytes:
+    """A key and self-signed certificate for 127.0.0.1, in PEM."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ) + cert.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.mark.filterwarnings(
+    # Twisted's PrivateCertificate.options(), for the test server only.
+    "ignore:Passing pyOpenSSL:DeprecationWarning"
+)
+class IntegrationTests(TestCase):
+    """The pool against twisted.web over real sockets."""
+
+    def setUp(self) -> None:
+        self.reactor: IReactorTCP = global_reactor
+        self.pools: list[HTTPClientPool] = []
+        self.servers: list[TrackingFactory] = []
+        self.pool = self.new_pool()
+        self.site = TrackingFactory(Site(Backend()))
+        self.target = self.listen(self.site, "http")
+
+    def new_pool(self, **kwargs: Any) -> HTTPClientPool:
+        pool = HTTPClientPool(self.reactor, **kwargs)
+        self.pools.append(pool)
+        return pool
+
+    def listen(self, factory: Any, scheme: str, tls: Any = None) -> Target:
+        """Serve C{factory} on a new port (in TLS with C{tls}); its target."""
+        server = TrackingFactory(factory)
+        self.servers.append(server)
+        listening: Any = server
+        if tls is not None:
+            listening = TLSMemoryBIOFactory(tls, False, server)
+        port = self.reactor.listenTCP(0, listening, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        number = port.getHost().port  # type: ignore[attr-defined]
+        return Target(scheme, "127.0.0.1", number, b"localhost:%d" % number)
+
+    async def tearDown(self) -> None:  # type: ignore[override]
+        """Close the clients, then wait for the servers to see it."""
+        for pool in self.pools:
+            await pool.close()
+        for server in self.servers:
+            await server.all_closed()
+
+    async def test_big_bodies_roundtrip(self) -> None:
+        response = await self.pool.request(self.target, b"GET", b"/big", (), b"")
+        self.assertEqual((response.code, len(response.body)), (200, len(BIG)))
+        self.assertTrue(response.body == BIG)
+        response = await self.pool.request(self.target, b"POST", b"/", (), BIG[::-1])
+        self.assertTrue(response.body == BIG[::-1])
+        self.assertEqual(self.pool.connections_opened, 1)
+
+    async def test_keep_alive_over_sequential_requests(self) -> None:
+        for i in range(20):
+            response = await self.pool.request(self.target, b"GET", b"/%d" % i, (), b"")
+            self.assertEqual(response.body, b"/%d" % i)
+        self.assertEqual(self.pool.connections_opened, 1)
+        self.assertEqual(self.pool.idle_count(self.target), 1)
+
+    async def test_server_closing_idle_connection(self) -> None:
+        await self.pool.request(self.target, b"GET", b"/", (), b"")
+        for protocol in list(self.servers[0].protocols):
+            protocol.transport.loseConnection()
+        # Whether the client notices the close before or after sending.
+        response = await self.pool.request(self.target, b"GET", b"/again", (), b"")
+        self.assertEqual(response.body, b"/again")
+        self.assertEqual(self.pool.connections_opened, 2)
+
+    async def test_stale_connection_is_retried(self) -> None:
+        backend = DropsSecondRequestFactory()
+        target = self.listen(backend, "http")
+        await self.pool.request(target, b"GET", b"/", (), b"")
+        response = await self.pool.request(target, b"POST", b"/", (), b"body")
+        self.assertEqual(response.body, b"ok")
+        self.assertEqual(backend.connections, 2)
+
+    async def test_connection_refused(self) -> None:
+        port = self.reactor.listenTCP(0, ServerFactory(), interface="127.0.0.1")
+        number = port.getHost().port  # type: ignore[attr-defined]
+        await maybeDeferred(port.stopListening)
+        target = Target("http", "127.0.0.1", number, b"x")
+        with self.assertRaises(ConnectionRefusedError):
+            await self.pool.request(target, b"GET", b"/", (), b"")
+
+    def https(self, trusted: bytes | None = None) -> tuple[HTTPClientPool, Target]:
+        """A TLS backend with a self-signed certificate, and a pool trusting
+        that certificate (or C{trusted})."""
+        pem = self_signed_pem()
+        target = self.listen(
+            Site(Backend()), "https", PrivateCertificate.loadPEM(pem).options()
+        )
+        trust = Certificate.loadPEM(trusted or pem)
+        pool = self.new_pool(
+            tls_context_factory=lambda host: optionsForClientTLS(host, trustRoot=trust)
+        )
+        return pool, target
+
+    async def test_https(self) -> None:
+        pool, target = self.https()
+        for _ in range(3):
+            response = await pool.request(target, b"POST", b"/", (), b"secret")
+            self.assertEqual(response.body, b"secret")
+        self.assertEqual(pool.connections_opened, 1)
+
+    async def test_https_untrusted_certificate(self) -> None:
+        pool, target = self.https(trusted=self_signed_pem())
+        with self.assertRaises(TLSError):
+            await pool.request(target, b"GET", b"/", (), b"")
