@@ -30,17 +30,19 @@ from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.protocol import DatagramProtocol
 from zope.interface import implementer
 
-from nfork.config import ConfigError, OutboundConfig
 from nfork.outbounds.api import (
+    ConfigError,
     IOutbound,
     IOutboundFactory,
     IOutboundValidator,
+    OutboundConfig,
     OutboundContext,
+    ProxyRequest,
+    ProxyResponse,
     check_option_names,
     integer_option,
     string_option,
 )
-from nfork.proxy.messages import ProxyRequest, ProxyResponse
 
 DEFAULT_PORT = 514
 DEFAULT_FACILITY = 16
