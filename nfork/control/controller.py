@@ -2,7 +2,7 @@
 
 The REST API, the twistd service and signal handlers all call the
 L{Controller}.  A change builds a new immutable L{Routing} and swaps it into
-the inbound's resource, so requests already in flight finish with the
+the inbound's fork object, so requests already in flight finish with the
 configuration they started with and the next request sees the change.
 """
 
@@ -23,7 +23,7 @@ from nfork.config.addresses import listen_key
 from nfork.outbounds.api import IOutboundFactory, OutboundContext
 from nfork.outbounds.registry import check_inbound, outbound_factories
 from nfork.proxy.client import HTTPClientPool
-from nfork.proxy.fork import InboundResource, OutboundRoute, Routing
+from nfork.proxy.fork import InboundFork, OutboundRoute, Routing
 from nfork.proxy.server import HEADER_TIMEOUT, InboundServerFactory
 from nfork.proxy.stats import OutboundStats
 
@@ -42,21 +42,21 @@ class Conflict(Exception):
 
 @define(eq=False)
 class RunningInbound:
-    """An inbound that is listening: its resource, site and port."""
+    """An inbound that is listening: its fork object, server factory and port."""
 
-    resource: InboundResource
-    site: InboundServerFactory
+    fork: InboundFork
+    factory: InboundServerFactory
     port: IListeningPort
 
     @property
     def config(self) -> InboundConfig:
         """The inbound's current configuration."""
-        return self.resource.routing.config
+        return self.fork.routing.config
 
     @property
     def routing(self) -> Routing:
         """The inbound's current routing snapshot."""
-        return self.resource.routing
+        return self.fork.routing
 
 
 class Controller:
@@ -137,20 +137,20 @@ class Controller:
                     f'inbound "{other.config.name}"'
                 )
         routing = self._routing(config, previous=None, stats_from=stats_from)
-        resource = InboundResource(routing, self._reactor)
-        site = InboundServerFactory(
-            resource, self._reactor, header_timeout=self._header_timeout
+        fork = InboundFork(routing, self._reactor)
+        factory = InboundServerFactory(
+            fork, self._reactor, header_timeout=self._header_timeout
         )
         endpoint = serverFromString(self._reactor, config.endpoint)
         try:
-            port = await endpoint.listen(site)
+            port = await endpoint.listen(factory)
         except CannotListenError as e:
             await self._close_routes(routing.routes)
             raise Conflict(
                 f'inbound "{config.name}": cannot listen on "{config.listen}": '
                 f"{e.socketError or e}"
             ) from e
-        running = RunningInbound(resource, site, port)
+        running = RunningInbound(fork, factory, port)
         self._inbounds[config.name] = running
         self._log.info(
             "inbound {name} listening on {listen} ({address}), "
@@ -171,7 +171,7 @@ class Controller:
         del self._inbounds[name]
         await _stop_listening(running.port)
         routes = running.routing.routes
-        running.resource.when_idle().addCallback(lambda _: self._close_routes(routes))
+        running.fork.when_idle().addCallback(lambda _: self._close_routes(routes))
         self._log.info("inbound {name} removed", name=name)
         return running.config
 
@@ -205,7 +205,7 @@ class Controller:
         for inbound in running:
             await _stop_listening(inbound.port)
         if drain_timeout > 0:
-            pending = sum(inbound.resource.pending for inbound in running)
+            pending = sum(inbound.fork.pending for inbound in running)
             if pending:
                 self._log.info(
                     "draining {pending} request copies in flight (up to {timeout}s)",
@@ -213,7 +213,7 @@ class Controller:
                     timeout=drain_timeout,
                 )
             idle = DeferredList(
-                [inbound.resource.when_idle() for inbound in running],
+                [inbound.fork.when_idle() for inbound in running],
                 consumeErrors=True,
             )
             idle.addTimeout(drain_timeout, self._reactor)
@@ -222,7 +222,7 @@ class Controller:
             except TimeoutError:
                 self._log.warn(
                     "drain timeout: abandoning {pending} request copies",
-                    pending=sum(inbound.resource.pending for inbound in running),
+                    pending=sum(inbound.fork.pending for inbound in running),
                 )
         for inbound in running:
             await self._close_routes(inbound.routing.routes)
@@ -283,7 +283,7 @@ class Controller:
         """Install a new routing for C{running}; close outbounds that left."""
         old = running.routing
         routing = self._routing(config, previous=old, stats_from=stats_from)
-        running.resource.routing = routing
+        running.fork.routing = routing
         kept = {id(route) for route in routing.routes}
         self._close_routes(r for r in old.routes if id(r) not in kept)
 

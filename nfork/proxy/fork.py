@@ -1,10 +1,11 @@
-"""The twisted.web resource that forks each request of one inbound.
+"""The fork object of one inbound: copies every request to every outbound.
 
-Every request is read whole, copied to every outbound at once, and answered
-with the active outbound's response as soon as it arrives; shadow responses
-are only measured.  The routing (which outbounds, which one is active) is an
-immutable snapshot swapped by the controller, so each request is handled
-entirely with the configuration it started with.
+The inbound's server (L{nfork.proxy.server}) reads each request whole and
+hands it to the inbound's L{InboundFork}, which sends a copy to every outbound
+at once and answers with the active outbound's response as soon as it
+arrives; shadow responses are only measured.  The routing (which outbounds,
+which one is active) is an immutable snapshot swapped by the controller, so
+each request is handled entirely with the configuration it started with.
 """
 
 from __future__ import annotations
@@ -17,11 +18,7 @@ from typing import Any, Protocol
 from attrs import define, field, frozen
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import http, server
-from twisted.web.http_headers import Headers as TwistedHeaders
-from twisted.web.resource import Resource
 
 from nfork.config import InboundConfig, OutboundConfig
 from nfork.outbounds.api import IOutbound
@@ -93,8 +90,8 @@ class Routing:
 class Responder(Protocol):
     """Where the answer to one forked request goes.
 
-    The lean server (L{nfork.proxy.server}) and twisted.web (L{render}) both
-    implement it, so forking, dispatching and answering are shared.
+    The lean server's L{nfork.proxy.server.InboundProtocol} implements it for
+    the requests of its connection: the fork never sees the connection.
     """
 
     @property
@@ -113,7 +110,10 @@ class Responder(Protocol):
         body: bytes,
         length: bytes | None,
     ) -> None:
-        """Answer with C{headers} as given, then C{Content-Length: length}."""
+        """Answer with C{headers} as given, then C{Content-Length: length}.
+
+        An empty C{phrase} stands for the standard reason phrase of C{code}.
+        """
 
     def fail(self, code: int, text: str) -> None:
         """Answer with a short plain-text error."""
@@ -125,14 +125,14 @@ class Responder(Protocol):
         """Call C{cancel} if the client goes away before it is answered."""
 
 
-class InboundResource(Resource):
-    """Forks every request it receives to the outbounds of its routing."""
+class InboundFork:
+    """Forks every request of one inbound to the outbounds of its routing.
 
-    isLeaf = True
-    _log = Logger()
+    One per inbound, shared by all of its client connections; the controller
+    swaps in a new L{routing} when the inbound's configuration changes.
+    """
 
     def __init__(self, routing: Routing, clock: IReactorTime) -> None:
-        super().__init__()
         self.routing = routing
         self._clock = clock
         self._deadlines = Deadlines(clock)
@@ -154,32 +154,6 @@ class InboundResource(Resource):
     def max_body(self) -> int:
         """The largest request body accepted, in bytes."""
         return self.routing.config.max_body
-
-    def render(self, request: server.Request) -> bytes | int:
-        """Fork the request; answer with the active outbound's response."""
-        responder = _WebResponder(request)
-        body = request.content.getvalue() if request.content is not None else b""
-        if getattr(request, "body_too_large", False) or len(body) > self.max_body:
-            self.refuse_too_large(responder)
-            return server.NOT_DONE_YET
-        client_ip = getattr(request.getClientAddress(), "host", "")
-        headers = [
-            (name, value)
-            for name, values in request.requestHeaders.getAllRawHeaders()
-            for value in values
-        ]
-        self.fork(
-            self.proxy_request(
-                request.method,
-                request.uri,
-                headers,
-                body,
-                client_ip,
-                request.isSecure(),
-            ),
-            responder,
-        )
-        return server.NOT_DONE_YET
 
     def refuse_too_large(self, responder: Responder) -> None:
         """Answer 413: the request body is larger than C{maxBody}."""
@@ -335,8 +309,7 @@ def _answer(response: ProxyResponse, responder: Responder) -> None:
         # HEAD and 304 answers describe a body they do not carry.
         length = header_value(response.headers, b"content-length")
     headers = client_response_headers(response.headers)
-    phrase = response.phrase or http.RESPONSES.get(response.code, b"Unknown")
-    responder.respond(response.code, phrase, headers, body, length)
+    responder.respond(response.code, response.phrase, headers, body, length)
 
 
 def _answer_failure(failure: Failure, responder: Responder, routing: Routing) -> None:
@@ -354,69 +327,3 @@ def _answer_failure(failure: Failure, responder: Responder, routing: Routing) ->
             config.error_code,
             f'nfork: active outbound "{routing.active.name}" failed: {reason}\n',
         )
-
-
-class _WebResponder:
-    """Adapts a twisted.web request to L{Responder}."""
-
-    __slots__ = ("request",)
-
-    def __init__(self, request: server.Request) -> None:
-        self.request = request
-
-    @property
-    def gone(self) -> bool:
-        request = self.request
-        return bool(request.finished or getattr(request, "_disconnected", False))
-
-    @property
-    def method(self) -> bytes:
-        return self.request.method
-
-    def respond(
-        self,
-        code: int,
-        phrase: bytes,
-        headers: Iterable[tuple[bytes, bytes]],
-        body: bytes,
-        length: bytes | None,
-    ) -> None:
-        request = self.request
-        request.setResponseCode(code, phrase)
-        request.responseHeaders = TwistedHeaders()
-        for name, value in headers:
-            request.responseHeaders.addRawHeader(name, value)
-        if length is not None:
-            request.responseHeaders.setRawHeaders(b"Content-Length", [length])
-        request.defaultContentType = None
-        if body:
-            request.write(body)
-        request.finish()
-
-    def fail(self, code: int, text: str) -> None:
-        _finish_plain(self.request, code, text)
-
-    def drop(self) -> None:
-        self.request.finish()
-
-    def on_gone(self, cancel: Callable[[], object]) -> None:
-        self.request.notifyFinish().addErrback(lambda _: cancel())
-
-
-def _finish_plain(request: server.Request, code: int, text: str) -> None:
-    body = _plain_error(request, code, text)
-    request.write(body)
-    request.finish()
-
-
-def _plain_error(request: server.Request, code: int, text: str) -> bytes:
-    """Set up a short plain-text answer and return its body."""
-    body = text.encode("utf-8")
-    request.setResponseCode(code)
-    request.responseHeaders = TwistedHeaders(
-        {
-            b"Content-Type": [b"text/plain; charset=utf-8"],
-            b"Content-Length": [b"%d" % len(body)],
-        }
-    )
-    return body

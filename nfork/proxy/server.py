@@ -3,7 +3,7 @@
 twisted.web's server (line parsing, C{Request} objects, header objects,
 C{notifyFinish}) cost a quarter of the proxy's CPU per request.  This
 protocol parses requests with C{httptools}' llhttp binding, hands each one to
-the inbound's resource (L{InboundResource.fork}) and is itself the
+the inbound's fork object (L{InboundFork.fork}) and is itself the
 L{Responder} that writes the answer in one write.
 
 Requests on a connection are answered in order: while one is being answered,
@@ -34,7 +34,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
 
-from nfork.proxy.fork import InboundResource
+from nfork.proxy.fork import InboundFork
 from nfork.proxy.transport import write_now
 
 HEADER_TIMEOUT = 10.0
@@ -95,12 +95,12 @@ class InboundProtocol(Protocol):
 
     def __init__(
         self,
-        resource: InboundResource,
+        fork: InboundFork,
         clock: IReactorTime,
         header_timeout: float,
         idle_timeout: float,
     ) -> None:
-        self._resource = resource
+        self._fork = fork
         self._clock = clock
         self._header_timeout = header_timeout
         self._idle_timeout = idle_timeout
@@ -223,7 +223,7 @@ class InboundProtocol(Protocol):
             raise _Refused(431, "nfork: too many request headers\n")
         size = len(name)
         if size == 14 and name.lower() == b"content-length":
-            max_body = self._resource.max_body
+            max_body = self._fork.max_body
             if value.isdigit() and int(value) > max_body:
                 raise _Refused(413, "")
         elif (
@@ -244,7 +244,7 @@ class InboundProtocol(Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
-        if self._body_size > self._resource.max_body:
+        if self._body_size > self._fork.max_body:
             raise _Refused(413, "")
         self._body.append(body)
 
@@ -278,14 +278,14 @@ class InboundProtocol(Protocol):
         self._version = request.version
         self._close = request.close
         if request.code == 413:
-            self._resource.refuse_too_large(self)
+            self._fork.refuse_too_large(self)
             return
         if request.code:
             self.fail(request.code, request.uri.decode())
             return
-        resource = self._resource
-        resource.fork(
-            resource.proxy_request(
+        fork = self._fork
+        fork.fork(
+            fork.proxy_request(
                 request.method,
                 request.uri,
                 request.headers,
@@ -312,7 +312,12 @@ class InboundProtocol(Protocol):
         if self.gone or not self._busy:
             return
         self._cancel = None
-        parts = [self._version, b" %d " % code, phrase, b"\r\n"]
+        parts = [
+            self._version,
+            b" %d " % code,
+            phrase or RESPONSES.get(code, b"Unknown"),
+            b"\r\n",
+        ]
         extend = parts.extend
         for name, value in headers:
             extend((name, b": ", value, b"\r\n"))
@@ -436,12 +441,12 @@ class InboundServerFactory(Factory):
 
     def __init__(
         self,
-        resource: InboundResource,
+        fork: InboundFork,
         clock: IReactorTime,
         header_timeout: float = HEADER_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
-        self.resource = resource
+        self.fork = fork
         self._clock = clock
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
@@ -449,7 +454,7 @@ class InboundServerFactory(Factory):
     def buildProtocol(self, addr: Any) -> InboundProtocol:
         """A protocol for one client connection."""
         protocol = InboundProtocol(
-            self.resource, self._clock, self.header_timeout, self.idle_timeout
+            self.fork, self._clock, self.header_timeout, self.idle_timeout
         )
         protocol.factory = self
         return protocol

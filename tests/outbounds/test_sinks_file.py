@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
@@ -32,10 +31,11 @@ from nfork.outbounds.sinks.file import (
     WriteFailed,
     thread_runner,
 )
-from nfork.proxy.fork import InboundResource, OutboundRoute, Routing
+from nfork.proxy.fork import InboundFork, OutboundRoute, Routing
 from nfork.proxy.messages import CopyDropped, ProxyRequest
 from nfork.proxy.stats import OutboundStats
 from tests.support.fakes import FakeOutbound
+from tests.support.inbound_client import InboundClient
 
 
 def temp_dir(case: Any) -> Path:
@@ -276,7 +276,7 @@ class FailureTests(SynchronousTestCase):
         self.clock = Clock()
 
     def inbound_with(self, sink: FileSink) -> tuple[Any, OutboundStats]:
-        """An inbound resource whose shadow is C{sink}, and the sink's stats."""
+        """An inbound whose shadow is C{sink}, and the sink's stats."""
         config = load_config(
             json.dumps(
                 [
@@ -293,13 +293,13 @@ class FailureTests(SynchronousTestCase):
         stats = OutboundStats(self.clock)
         active = OutboundRoute(config.outbounds[0], prod, OutboundStats(self.clock))
         shadow = OutboundRoute(config.outbounds[1], sink, stats)
-        resource = InboundResource(Routing(config, active, (shadow,)), self.clock)
-        stub: Any = StubTreq(resource)
+        fork = InboundFork(Routing(config, active, (shadow,)), self.clock)
+        client = InboundClient(fork)
 
         def call(path: str) -> int:
-            response = stub.get(f"http://foo.example{path}")
+            response = client.get(f"http://foo.example{path}")
             prod.last.answer(200, b"ok")
-            stub.flush()
+            client.flush()
             code: int = self.successResultOf(response).code
             return code
 

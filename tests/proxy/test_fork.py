@@ -1,19 +1,23 @@
-"""Unit tests of the inbound resource: fan-out, answers, timeouts, headers."""
+"""Unit tests of the inbound fork: fan-out, answers, timeouts, headers.
+
+Requests reach the fork through the inbound's real server protocol, in memory
+(L{tests.support.inbound_client}).
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from treq.testing import StubTreq
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from nfork.config import InboundConfig, load_config
-from nfork.proxy.fork import InboundResource, OutboundRoute, Routing
+from nfork.proxy.fork import InboundFork, OutboundRoute, Routing
 from nfork.proxy.stats import OutboundStats
 from tests.support.fakes import FakeOutbound
+from tests.support.inbound_client import InboundClient
 
 URL = "http://inbound.example/api/items?x=1"
 
@@ -36,7 +40,7 @@ def inbound_config(**overrides: Any) -> InboundConfig:
 
 
 class Harness:
-    """An inbound resource over fake outbounds, a Clock and StubTreq."""
+    """An inbound fork over fake outbounds and a Clock, and a client to it."""
 
     def __init__(self, config: InboundConfig) -> None:
         self.clock = Clock()
@@ -53,8 +57,9 @@ class Harness:
             routes[config.active],
             tuple(r for n, r in routes.items() if n != config.active),
         )
-        self.resource = InboundResource(routing, self.clock)
-        self.stub: Any = StubTreq(self.resource)
+        self.fork = InboundFork(routing, self.clock)
+        # Any: treq types C{headers} as an invariant dict of bytes | str.
+        self.stub: Any = InboundClient(self.fork)
 
     def __getitem__(self, name: str) -> FakeOutbound:
         return self.outbounds[name]

@@ -11,7 +11,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from nfork.proxy.fork import InboundResource
+from nfork.proxy.fork import InboundFork
 from nfork.proxy.server import (
     HEADER_TIMEOUT,
     IDLE_TIMEOUT,
@@ -27,8 +27,8 @@ GET = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
 class _Connection:
     """One client connection to an inbound served by the lean server."""
 
-    def __init__(self, resource: InboundResource, clock: Clock) -> None:
-        factory = InboundServerFactory(resource, clock)
+    def __init__(self, fork: InboundFork, clock: Clock) -> None:
+        factory = InboundServerFactory(fork, clock)
         self.protocol: InboundProtocol = factory.buildProtocol(
             IPv4Address("TCP", "10.0.0.7", 5000)
         )
@@ -60,7 +60,7 @@ class LeanServerTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.h = Harness(inbound_config(maxBody=100))
         self.prod: FakeOutbound = self.h["prod"]
-        self.c = _Connection(self.h.resource, self.h.clock)
+        self.c = _Connection(self.h.fork, self.h.clock)
 
     def test_keep_alive_serves_several_requests(self) -> None:
         for i in range(3):
@@ -83,6 +83,11 @@ class LeanServerTests(SynchronousTestCase):
         answers = self.c.received()
         self.assertLess(answers.index(b"one"), answers.index(b"two"))
         self.assertFalse(self.c.paused)
+
+    def test_answer_without_reason_phrase_gets_the_standard_one(self) -> None:
+        self.c.send(GET)
+        self.prod.last.answer(404, b"", phrase=b"")
+        self.assertTrue(self.c.received().startswith(b"HTTP/1.1 404 Not Found\r\n"))
 
     def test_chunked_body_arrives_whole(self) -> None:
         self.c.send(
@@ -131,7 +136,7 @@ class LeanServerTests(SynchronousTestCase):
     def test_idle_connection_is_closed(self) -> None:
         self.h = Harness(inbound_config(timeout="1000s"))
         self.prod = self.h["prod"]
-        self.c = _Connection(self.h.resource, self.h.clock)
+        self.c = _Connection(self.h.fork, self.h.clock)
         self.c.send(GET)
         self.h.clock.advance(IDLE_TIMEOUT * 2)
         self.assertFalse(self.c.closed, "a request being answered is not idle")
