@@ -130,7 +130,9 @@ class OutboundContext:
     inbound: str
     """Name of the inbound the outbound belongs to."""
     idle_conn: int = 64
-    """Idle keep-alive connections to keep per backend host."""
+    """The inbound's C{idleConn}: idle keep-alive connections to keep per
+    backend host.  The HTTP outbound registers it with the pool
+    (L{HTTPClientPool.allow_idle}), which keeps the largest standing."""
 
 
 # -- helpers for factories checking their options --------------------------

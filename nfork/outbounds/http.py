@@ -16,14 +16,20 @@ from nfork.proxy.messages import ProxyRequest, ProxyResponse
 
 @implementer(IOutbound)
 class HTTPOutbound:
-    """Sends request copies to an HTTP(S) backend over the shared pool."""
+    """Sends request copies to an HTTP(S) backend over the shared pool.
+
+    While it lives, it asks the pool to keep its inbound's C{idleConn} idle
+    connections to the backend; the pool keeps the largest such allowance
+    among the outbounds sharing the backend.
+    """
 
     gives_response = True
 
     def __init__(self, pool: HTTPClientPool, target: Target, idle_conn: int) -> None:
         self._pool = pool
         self.target = target
-        self._idle_conn = idle_conn
+        self.idle_allowance = pool.allow_idle(target, idle_conn)
+        """Its allowance of idle connections, withdrawn by L{close}."""
 
     def send(
         self, request: ProxyRequest, keep_body: bool
@@ -36,12 +42,12 @@ class HTTPOutbound:
             request.headers,
             request.body,
             keep_body=keep_body,
-            max_idle=self._idle_conn,
         )
         return sent
 
     def close(self) -> Deferred[None]:
-        """Nothing to release: connections belong to the shared pool."""
+        """Withdraw the idle allowance; the connections belong to the pool."""
+        self.idle_allowance.withdraw()
         return succeed(None)
 
 

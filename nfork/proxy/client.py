@@ -7,6 +7,12 @@ So this module speaks HTTP/1.1 itself: requests are serialized in one
 C{b"".join} and one C{write}, responses are parsed by C{httptools}' llhttp
 binding, and connections are kept in a per-destination LIFO pool.
 
+Idle connections are kept per backend (scheme, host, port), which the
+outbounds of several inbounds may share: each outbound registers how many it
+wants kept (L{HTTPClientPool.allow_idle}, its inbound's C{idleConn}) and the
+host keeps the largest of the allowances standing, so a small C{idleConn}
+never starves another inbound that needs many.
+
 Transparency: the backend receives the request line, a C{Host} header, the
 caller's headers in order and case, and C{Content-Length}, nothing else; the
 caller gets the status, reason phrase, headers (in order, repeated ones kept)
@@ -22,7 +28,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
-from attrs import field, frozen
+from attrs import define, field, frozen
 from attrs.validators import in_
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 from OpenSSL.SSL import Error as TLSError
@@ -47,6 +53,7 @@ from nfork.proxy.transport import write_now
 
 __all__ = [
     "HTTPClientPool",
+    "IdleAllowance",
     "IncompleteResponseError",
     "PoolClosedError",
     "ResponseError",
@@ -62,8 +69,8 @@ _BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
 
 
 SURPLUS_IDLE_TIMEOUT = 10.0
-"""Seconds after which idle connections above a host's C{max_idle} that
-were not needed are closed."""
+"""Seconds after which idle connections above a host's largest idle
+allowance that were not needed are closed."""
 
 
 class ResponseError(Exception):
@@ -128,22 +135,18 @@ class _Request:
         "headers",
         "host",
         "keep_body",
-        "max_idle",
         "phrase",
         "protocol",
         "received",
         "reused",
     )
 
-    def __init__(
-        self, host: _Host, data: bytes, head: bool, keep_body: bool, max_idle: int
-    ) -> None:
+    def __init__(self, host: _Host, data: bytes, head: bool, keep_body: bool) -> None:
         self.host = host
         self.data = data
         """The serialized request, kept for a retry."""
         self.head = head
         self.keep_body = keep_body
-        self.max_idle = max_idle
         self.deferred: Deferred[ProxyResponse] = Deferred(self._cancel)
         self.protocol: _HTTPClientProtocol | None = None
         """The connection the request was written to, once it was."""
@@ -313,12 +316,12 @@ class _HTTPClientProtocol(Protocol):
         host = self._host
         if self._keep_alive and not self._dead and not host.pool.closed:
             idle = host.idle
-            host.max_idle = request.max_idle
+            max_idle = host.max_idle
             # Under load keep as many idle as are busy: they will be needed
             # again at once; the surplus over max_idle is trimmed when unused.
             busy = len(host.connections) - len(idle) - 1
-            if len(idle) < request.max_idle or len(idle) < busy:
-                if len(idle) >= request.max_idle:
+            if len(idle) < max_idle or len(idle) < busy:
+                if len(idle) >= max_idle:
                     host.pool._watch_surplus()
                 if request.head:
                     # llhttp does not know the response to HEAD has no body
@@ -437,6 +440,7 @@ class _Host:
     """The connections to one (scheme, host, port)."""
 
     __slots__ = (
+        "allowances",
         "connecting",
         "connections",
         "host",
@@ -465,8 +469,10 @@ class _Host:
         """Every open connection, idle or busy."""
         self.connecting: set[_Request] = set()
         """Requests waiting for a new connection."""
-        self.max_idle = 64
-        """Idle connections kept for good, as the latest request asked."""
+        self.allowances: list[int] = []
+        """The counts of the idle allowances standing for this host."""
+        self.max_idle = 0
+        """Idle connections kept for good: the largest allowance, or none."""
         self.idle_low_water = 0
         """The fewest idle connections seen since the last surplus check."""
 
@@ -489,6 +495,18 @@ class _Host:
         self.idle_low_water = len(self.idle)
         return len(self.idle) > self.max_idle
 
+    def allow(self, count: int) -> None:
+        """Register an allowance of C{count} idle connections."""
+        self.allowances.append(count)
+        self.max_idle = max(self.max_idle, count)
+
+    def withdraw(self, count: int) -> None:
+        """Withdraw an allowance; a surplus it leaves is trimmed when unused."""
+        self.allowances.remove(count)
+        self.max_idle = max(self.allowances, default=0)
+        if len(self.idle) > self.max_idle:
+            self.pool._watch_surplus()
+
     def stop_connecting(self, request: _Request) -> None:
         """Abandon the connection attempt made for C{request}, if any."""
         self.connecting.discard(request)
@@ -500,12 +518,33 @@ class _Host:
         self.pool._check_closed()
 
 
+@define(eq=False)
+class IdleAllowance:
+    """Idle connections to one host that a user of the pool asks to keep.
+
+    Standing from L{HTTPClientPool.allow_idle} until L{withdraw}.
+    """
+
+    _host: _Host
+    count: int
+    """How many idle connections to keep."""
+    withdrawn: bool = False
+
+    def withdraw(self) -> None:
+        """Take the allowance back (again: nothing); the host may keep fewer."""
+        if not self.withdrawn:
+            self.withdrawn = True
+            self._host.withdraw(self.count)
+
+
 class HTTPClientPool:
     """One shared pool of persistent HTTP/1.1 connections, keyed by Target.
 
     Connections are pooled by (scheme, host, port).  A request takes the most
     recently used idle connection, or opens a new one: the number of busy
-    connections is not bounded here, callers bound their concurrency.
+    connections is not bounded here, callers bound their concurrency.  How
+    many connections stay open when idle is up to the L{allow_idle}
+    allowances standing for the host.
     """
 
     def __init__(
@@ -546,7 +585,6 @@ class HTTPClientPool:
         body: bytes,
         *,
         keep_body: bool = True,
-        max_idle: int = 64,
     ) -> Deferred[ProxyResponse]:
         """Send one request to C{target} and fire with the complete response.
 
@@ -554,7 +592,8 @@ class HTTPClientPool:
         must not contain C{Host}, C{Content-Length} or hop-by-hop headers.
         With C{keep_body} false the response body is read and dropped.  After
         the response, the connection goes back to the idle list unless that
-        already holds C{max_idle} connections to the same host.
+        already holds as many connections to the same host as the largest
+        L{allow_idle} allowance for it (and fewer are busy).
 
         A request sent on a reused connection that is lost before any response
         byte arrives is retried once on a new connection, whatever its method:
@@ -582,14 +621,33 @@ class HTTPClientPool:
             parts.append(body)
         else:
             parts.append(b"\r\n\r\n")
-        request = _Request(
-            host, b"".join(parts), method == b"HEAD", keep_body, max_idle
-        )
+        request = _Request(host, b"".join(parts), method == b"HEAD", keep_body)
         if host.idle:
             host.take_idle().send(request)
         else:
             self._connect(host, request)
         return request.deferred
+
+    def allow_idle(self, target: Target, count: int) -> IdleAllowance:
+        """Keep up to C{count} idle connections to C{target}'s host.
+
+        Until the allowance is withdrawn, connections to C{target}'s (scheme,
+        host, port) go back to the idle list after their response while it
+        holds fewer than the largest allowance standing for that host.  With
+        none, a connection stays open only while as many others are busy;
+        idle connections over the largest allowance (one was withdrawn, or
+        under load) are closed once unused for L{SURPLUS_IDLE_TIMEOUT}.
+        """
+        host = self._hosts.get(target.pool_key)
+        if host is None:
+            host = self._add_host(target)
+        host.allow(count)
+        return IdleAllowance(host, count)
+
+    def idle_limit(self, target: Target) -> int:
+        """Idle connections kept for C{target}'s host: its largest allowance."""
+        host = self._hosts.get(target.pool_key)
+        return 0 if host is None else host.max_idle
 
     def idle_count(self, target: Target) -> int:
         """Idle connections to C{target}'s (scheme, host, port)."""

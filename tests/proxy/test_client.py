@@ -74,9 +74,19 @@ class RecordingTransport(StringTransport):
 class PoolTestCase(SynchronousTestCase):
     """A pool on a memory reactor, and helpers to play the backend."""
 
+    keep_idle: int | None = 64
+    """The idle allowance for L{TARGET} a new pool gets, as an outbound's."""
+
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
-        self.pool = HTTPClientPool(self.reactor)
+        self.pool = self.new_pool()
+
+    def new_pool(self) -> HTTPClientPool:
+        """A pool on the memory reactor, keeping C{keep_idle} for L{TARGET}."""
+        pool = HTTPClientPool(self.reactor)
+        if self.keep_idle is not None:
+            pool.allow_idle(TARGET, self.keep_idle)
+        return pool
 
     def connect(self, index: int = -1) -> tuple[Any, RecordingTransport]:
         """Complete the connection attempt number C{index}."""
@@ -230,7 +240,7 @@ class ParsingTests(PoolTestCase):
                 self.assertEqual(self.pool.idle_count(TARGET), 1)
                 self.pool.close()
                 protocol.connectionLost(Failure(ConnectionDone()))
-                self.pool = HTTPClientPool(self.reactor)
+                self.pool = self.new_pool()
 
     def test_close_delimited(self) -> None:
         d = self.get()
@@ -312,7 +322,7 @@ class ParsingTests(PoolTestCase):
             self.assertEqual(self.successResultOf(d).body, b"ok")
             self.pool.close()
             protocol.connectionLost(Failure(ConnectionDone()))
-            self.pool = HTTPClientPool(self.reactor)
+            self.pool = self.new_pool()
 
     def test_interim_responses_are_skipped(self) -> None:
         interim = (
@@ -474,43 +484,6 @@ class ReuseTests(PoolTestCase):
         self.roundtrip(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
         self.assertEqual(self.pool.idle_count(TARGET), 0)
 
-    def test_max_idle(self) -> None:
-        ds = [self.get(max_idle=2) for _ in range(3)]
-        connections = [self.connect(i) for i in range(3)]
-        for protocol, _ in connections:
-            protocol.dataReceived(OK)
-        self.successResultOf(gatherResults(ds))
-        self.assertEqual(self.pool.idle_count(TARGET), 2)
-        self.assertEqual(
-            [transport.disconnecting for _, transport in connections],
-            [False, False, True],
-        )
-        d = self.get(max_idle=0)
-        connections[1][0].dataReceived(OK)
-        self.successResultOf(d)
-        self.assertTrue(connections[1][1].disconnecting)
-        self.assertEqual(self.pool.idle_count(TARGET), 1)
-
-    def test_under_load_as_many_idle_as_busy_are_kept_then_trimmed(self) -> None:
-        # Six requests in flight at once (a slow shadow): when they finish,
-        # keeping only max_idle=2 would mean new connections for the next ones.
-        ds = [self.get(max_idle=2) for _ in range(6)]
-        connections = [self.connect(i) for i in range(6)]
-        for protocol, _ in connections:
-            protocol.dataReceived(OK)
-        self.successResultOf(gatherResults(ds))
-        self.assertEqual(self.pool.idle_count(TARGET), 3)
-        # The first check only notes how many stayed idle since it started.
-        self.reactor.advance(SURPLUS_IDLE_TIMEOUT)
-        self.assertEqual(self.pool.idle_count(TARGET), 3)
-        # A whole period unused: the surplus goes, least recently used first.
-        self.reactor.advance(SURPLUS_IDLE_TIMEOUT)
-        self.assertEqual(self.pool.idle_count(TARGET), 2)
-        self.assertTrue(connections[0][1].disconnecting)
-        self.assertFalse(connections[2][1].disconnecting)
-        self.assertEqual(self.reactor.getDelayedCalls(), [])
-        self.assertEqual(len(self.reactor.tcpClients), 6)
-
     def test_idle_connection_closed_by_server_is_forgotten(self) -> None:
         d = self.get()
         protocol, _ = self.connect()
@@ -529,6 +502,121 @@ class ReuseTests(PoolTestCase):
         protocol.dataReceived(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
         self.assertTrue(transport.disconnected)
         self.assertEqual(self.pool.idle_count(TARGET), 0)
+
+
+class IdleAllowanceTests(PoolTestCase):
+    """A host keeps as many idle connections as its largest allowance."""
+
+    keep_idle = None
+
+    def finish(self, *targets: Target) -> list[Any]:
+        """One request per target, all in flight at once on new connections,
+        then answered: their connections."""
+        ds = [self.pool.request(target, b"GET", b"/", (), b"") for target in targets]
+        count = len(targets)
+        connections = [self.connect(i - count) for i in range(count)]
+        for protocol, _ in connections:
+            protocol.dataReceived(OK)
+        self.successResultOf(gatherResults(ds))
+        return connections
+
+    def test_a_host_keeps_as_many_idle_as_its_allowance(self) -> None:
+        allowance = self.pool.allow_idle(TARGET, 2)
+        connections = self.finish(TARGET, TARGET, TARGET)
+        self.assertEqual(self.pool.idle_count(TARGET), 2)
+        self.assertEqual(
+            [transport.disconnecting for _, transport in connections],
+            [False, False, True],
+        )
+        # Withdrawn: the next connection released is closed.
+        allowance.withdraw()
+        d = self.get()
+        connections[1][0].dataReceived(OK)
+        self.successResultOf(d)
+        self.assertTrue(connections[1][1].disconnecting)
+        self.assertEqual(self.pool.idle_count(TARGET), 1)
+
+    def test_without_allowance_a_connection_is_closed_after_its_response(
+        self,
+    ) -> None:
+        ((_, transport),) = self.finish(TARGET)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.pool.idle_count(TARGET), 0)
+
+    def test_the_largest_allowance_of_a_shared_host_wins(self) -> None:
+        # Two inbounds' outbounds to one backend, with idleConn 8 and 1024:
+        # the host keeps 1024 whichever outbound's requests come last.
+        other = Target("http", "10.0.0.2", 8080, b"other:8080", path_prefix=b"/o")
+        small = self.pool.allow_idle(other, 8)
+        self.pool.allow_idle(TARGET, 1024)
+        self.assertEqual(self.pool.idle_limit(other), 1024)
+        self.finish(*[TARGET, other] * 10)
+        self.assertEqual(self.pool.idle_count(other), 20)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        # Registering or withdrawing the smaller one changes nothing.
+        small.withdraw()
+        self.pool.allow_idle(other, 1)
+        self.assertEqual(self.pool.idle_limit(TARGET), 1024)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_withdrawing_the_largest_trims_to_the_next_when_unused(self) -> None:
+        self.pool.allow_idle(TARGET, 2)
+        large = self.pool.allow_idle(TARGET, 5)
+        connections = self.finish(*[TARGET] * 5)
+        self.assertEqual(self.pool.idle_count(TARGET), 5)
+        large.withdraw()
+        self.assertEqual(self.pool.idle_limit(TARGET), 2)
+        # The first check only notes how many stayed idle since it started.
+        self.reactor.advance(SURPLUS_IDLE_TIMEOUT)
+        self.assertEqual(self.pool.idle_count(TARGET), 5)
+        # A whole period unused: the surplus goes, least recently used first.
+        self.reactor.advance(SURPLUS_IDLE_TIMEOUT)
+        self.assertEqual(self.pool.idle_count(TARGET), 2)
+        self.assertEqual(
+            [transport.disconnecting for _, transport in connections],
+            [True, True, True, False, False],
+        )
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_withdrawing_the_last_allowance_closes_idle_connections(self) -> None:
+        allowance = self.pool.allow_idle(TARGET, 3)
+        connections = self.finish(TARGET, TARGET, TARGET)
+        allowance.withdraw()
+        allowance.withdraw()  # twice: nothing more
+        self.assertEqual(self.pool.idle_limit(TARGET), 0)
+        self.reactor.advance(SURPLUS_IDLE_TIMEOUT)
+        self.reactor.advance(SURPLUS_IDLE_TIMEOUT)
+        self.assertEqual(self.pool.idle_count(TARGET), 0)
+        self.assertTrue(all(transport.disconnecting for _, transport in connections))
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_equal_allowances_are_counted_apart(self) -> None:
+        first = self.pool.allow_idle(TARGET, 4)
+        self.pool.allow_idle(TARGET, 4)
+        first.withdraw()
+        self.assertEqual(self.pool.idle_limit(TARGET), 4)
+
+    def test_under_load_as_many_idle_as_busy_are_kept_then_trimmed(self) -> None:
+        # Six requests in flight at once (a slow shadow): when they finish,
+        # keeping only the allowance of 2 would mean new connections for the
+        # next ones.
+        self.pool.allow_idle(TARGET, 2)
+        ds = [self.get() for _ in range(6)]
+        connections = [self.connect(i) for i in range(6)]
+        for protocol, _ in connections:
+            protocol.dataReceived(OK)
+        self.successResultOf(gatherResults(ds))
+        self.assertEqual(self.pool.idle_count(TARGET), 3)
+        # The first check only notes how many stayed idle since it started.
+        self.reactor.advance(SURPLUS_IDLE_TIMEOUT)
+        self.assertEqual(self.pool.idle_count(TARGET), 3)
+        # A whole period unused: the surplus goes, least recently used first.
+        self.reactor.advance(SURPLUS_IDLE_TIMEOUT)
+        self.assertEqual(self.pool.idle_count(TARGET), 2)
+        self.assertTrue(connections[0][1].disconnecting)
+        self.assertFalse(connections[2][1].disconnecting)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(len(self.reactor.tcpClients), 6)
 
 
 class RetryTests(PoolTestCase):
@@ -823,7 +911,10 @@ class IntegrationTests(TestCase):
         return pool
 
     def listen(self, factory: Any, scheme: str, tls: Any = None) -> Target:
-        """Serve C{factory} on a new port (in TLS with C{tls}); its target."""
+        """Serve C{factory} on a new port (in TLS with C{tls}); its target.
+
+        The pools made so far keep idle connections to it, as outbounds ask.
+        """
         server = TrackingFactory(factory)
         self.servers.append(server)
         listening: Any = server
@@ -832,7 +923,10 @@ class IntegrationTests(TestCase):
         port = self.reactor.listenTCP(0, listening, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         number = port.getHost().port  # type: ignore[attr-defined]
-        return Target(scheme, "127.0.0.1", number, b"localhost:%d" % number)
+        target = Target(scheme, "127.0.0.1", number, b"localhost:%d" % number)
+        for pool in self.pools:
+            pool.allow_idle(target, 64)
+        return target
 
     async def tearDown(self) -> None:  # type: ignore[override]
         """Close the clients, then wait for the servers to see it."""
@@ -892,6 +986,7 @@ class IntegrationTests(TestCase):
         pool = self.new_pool(
             tls_context_factory=lambda host: optionsForClientTLS(host, trustRoot=trust)
         )
+        pool.allow_idle(target, 64)
         return pool, target
 
     async def test_https(self) -> None:
