@@ -9,13 +9,14 @@ address is C{host:port} (plain HTTP) or a URL C{scheme://host[:port][/path]}.
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import re
 from typing import Any
 
 from attrs import frozen
 from twisted.internet.endpoints import serverFromString
+
+from nfork.config.errors import quote
 
 __all__ = [
     "OutboundAddress",
@@ -42,23 +43,12 @@ _TCP_TYPES = {"tcp": "0.0.0.0", "ssl": "0.0.0.0", "tcp6": "::"}
 """Endpoint types that bind a TCP port, with the address they bind by default."""
 
 
-def _quote(text: str) -> str:
-    """Quote C{text} as a JSON string for a message, shortened if huge.
-
-    Non-ASCII text is shown as is unless it has unprintable characters, which
-    are escaped so that the message stays on one line and can be printed.
-    """
-    if len(text) > 80:
-        text = text[:77] + "..."
-    return json.dumps(text, ensure_ascii=not text.isprintable())
-
-
 def _port(text: str, what: str) -> int:
     """Parse a decimal port number 0-65535."""
     if not _PORT.fullmatch(text):
         if text == "":
             raise ValueError(f"missing port number in {what}")
-        raise ValueError(f"invalid port {_quote(text)} in {what}")
+        raise ValueError(f"invalid port {quote(text)} in {what}")
     port = int(text)
     if port > 65535:
         raise ValueError(f"port {port} out of range 0-65535 in {what}")
@@ -88,7 +78,7 @@ def _split_description(description: str) -> tuple[list[str], dict[str, str]]:
             parts[-1][-1] += char
     if escaped:
         raise ValueError(
-            f"invalid listen address {_quote(description)} (ends with a lone backslash)"
+            f"invalid listen address {quote(description)} (ends with a lone backslash)"
         )
     args: list[str] = []
     kwargs: dict[str, str] = {}
@@ -132,10 +122,9 @@ def _gonfork_listen(listen: str) -> _Listen | None:
             address = ipaddress.IPv6Address(host)
         except ValueError:
             raise ValueError(
-                f"invalid IPv6 address {_quote(host)} in listen address "
-                f"{_quote(listen)}"
+                f"invalid IPv6 address {quote(host)} in listen address {quote(listen)}"
             ) from None
-        port = _port(port_text, f"listen address {_quote(listen)}")
+        port = _port(port_text, f"listen address {quote(listen)}")
         endpoint = f"tcp6:{port}:interface={_escape(host)}"
         return _Listen(endpoint, _tcp_key(address.compressed, port))
     plain = _HOST_PORT.fullmatch(listen)
@@ -151,10 +140,10 @@ def _gonfork_listen(listen: str) -> _Listen | None:
             if _ENDPOINT_TYPE.fullmatch(host) and "." not in host:
                 return None  # perhaps a Twisted endpoint type, as in "tcp:9080"
             raise ValueError(
-                f"invalid listen address {_quote(listen)} (the host must be "
+                f"invalid listen address {quote(listen)} (the host must be "
                 'an IP address or "localhost", not a host name)'
             ) from None
-    port = _port(port_text, f"listen address {_quote(listen)}")
+    port = _port(port_text, f"listen address {quote(listen)}")
     if host == "":
         return _Listen(f"tcp:{port}", _tcp_key("0.0.0.0", port))
     return _Listen(f"tcp:{port}:interface={host}", _tcp_key(host, port))
@@ -165,7 +154,7 @@ def _twisted_listen(listen: str) -> _Listen:
     endpoint_type = listen.split(":", 1)[0]
     if ":" not in listen or not _ENDPOINT_TYPE.fullmatch(endpoint_type):
         raise ValueError(
-            f'invalid listen address {_quote(listen)} (expected ":port", '
+            f'invalid listen address {quote(listen)} (expected ":port", '
             '"ip:port", "[ipv6]:port" or a Twisted endpoint description such '
             'as "tcp:9080:interface=127.0.0.1")'
         )
@@ -173,7 +162,7 @@ def _twisted_listen(listen: str) -> _Listen:
     kind = args[0].lower()
     if kind in _TCP_TYPES:
         port_text = args[1] if len(args) > 1 else kwargs.get("port", "")
-        port = _port(port_text, f"listen address {_quote(listen)}")
+        port = _port(port_text, f"listen address {quote(listen)}")
         interface = kwargs.get("interface", "") or _TCP_TYPES[kind]
         if interface == "localhost":
             interface = "127.0.0.1"
@@ -181,7 +170,7 @@ def _twisted_listen(listen: str) -> _Listen:
     elif kind == "unix":
         path = args[1] if len(args) > 1 else kwargs.get("address", "")
         if path == "":
-            raise ValueError(f"missing socket path in listen address {_quote(listen)}")
+            raise ValueError(f"missing socket path in listen address {quote(listen)}")
         key = ("unix", os.path.abspath(path))
     else:
         key = (kind, listen)
@@ -191,13 +180,13 @@ def _twisted_listen(listen: str) -> _Listen:
     except Exception as e:
         if str(e).startswith("Unknown endpoint type"):
             raise ValueError(
-                f"invalid listen address {_quote(listen)} (unknown endpoint "
-                f"type {_quote(endpoint_type)}; a host must be an IP address "
+                f"invalid listen address {quote(listen)} (unknown endpoint "
+                f"type {quote(endpoint_type)}; a host must be an IP address "
                 'or "localhost")'
             ) from None
         reason = " ".join(str(e).split())  # keep the message on one line
         raise ValueError(
-            f"invalid listen address {_quote(listen)} (Twisted rejects this "
+            f"invalid listen address {quote(listen)} (Twisted rejects this "
             f"endpoint description: {type(e).__name__}: {reason})"
         ) from None
     return _Listen(listen, key)
@@ -218,16 +207,16 @@ def _listen(listen: str) -> _Listen:
         raise ValueError('empty listen address (expected e.g. ":9080")')
     if _CONTROL.search(listen):
         raise ValueError(
-            f"invalid listen address {_quote(listen)} (contains spaces or "
+            f"invalid listen address {quote(listen)} (contains spaces or "
             "control characters)"
         )
     if _PORT.fullmatch(listen):
         raise ValueError(
-            f'invalid listen address {_quote(listen)} (did you mean ":{listen}"?)'
+            f'invalid listen address {quote(listen)} (did you mean ":{listen}"?)'
         )
     if _is_ipv6(listen.rpartition(":")[0]):
         raise ValueError(
-            f"invalid listen address {_quote(listen)} (write IPv6 addresses in "
+            f"invalid listen address {quote(listen)} (write IPv6 addresses in "
             'brackets, as in "[::1]:9080")'
         )
     return _gonfork_listen(listen) or _twisted_listen(listen)
@@ -286,9 +275,9 @@ class OutboundAddress:
 
 
 def _destination_port(port_text: str, text: str) -> int:
-    port = _port(port_text, f"address {_quote(text)}")
+    port = _port(port_text, f"address {quote(text)}")
     if port == 0:
-        raise ValueError(f"port 0 is not a valid destination in address {_quote(text)}")
+        raise ValueError(f"port 0 is not a valid destination in address {quote(text)}")
     return port
 
 
@@ -296,22 +285,22 @@ def _check_host(host: str, text: str) -> str:
     """Validate a host (IPv6 in brackets) and return it without brackets."""
     if host.startswith("["):
         if not host.endswith("]"):
-            raise ValueError(f"unclosed '[' in address {_quote(text)}")
+            raise ValueError(f"unclosed '[' in address {quote(text)}")
         inner = host[1:-1]
         try:
             ipaddress.IPv6Address(inner)
         except ValueError:
             raise ValueError(
-                f"invalid IPv6 address {_quote(inner)} in address {_quote(text)}"
+                f"invalid IPv6 address {quote(inner)} in address {quote(text)}"
             ) from None
         return inner
     if ":" in host:
         raise ValueError(
-            f"invalid address {_quote(text)} (write IPv6 addresses in "
+            f"invalid address {quote(text)} (write IPv6 addresses in "
             'brackets, as in "[::1]:8080")'
         )
     if not _HOSTNAME.fullmatch(host):
-        raise ValueError(f"invalid host {_quote(host)} in address {_quote(text)}")
+        raise ValueError(f"invalid host {quote(host)} in address {quote(text)}")
     return host
 
 
@@ -320,16 +309,16 @@ def _split_host_port(hostport: str, text: str) -> tuple[str, str | None]:
     if hostport.startswith("["):
         end = hostport.find("]")
         if end == -1:
-            raise ValueError(f"unclosed '[' in address {_quote(text)}")
+            raise ValueError(f"unclosed '[' in address {quote(text)}")
         host, rest = hostport[: end + 1], hostport[end + 1 :]
         if rest == "":
             return host, None
         if not rest.startswith(":"):
-            raise ValueError(f"unexpected {_quote(rest)} in address {_quote(text)}")
+            raise ValueError(f"unexpected {quote(rest)} in address {quote(text)}")
         return host, rest[1:]
     if hostport.count(":") > 1:
         raise ValueError(
-            f"invalid address {_quote(text)} (write IPv6 addresses in "
+            f"invalid address {quote(text)} (write IPv6 addresses in "
             'brackets, as in "[::1]:8080")'
         )
     host, colon, port = hostport.partition(":")
@@ -339,7 +328,7 @@ def _split_host_port(hostport: str, text: str) -> tuple[str, str | None]:
 def _parse_url(text: str) -> OutboundAddress:
     scheme, _, rest = text.partition("://")
     if not _SCHEME.fullmatch(scheme):
-        raise ValueError(f"invalid scheme {_quote(scheme)} in address {_quote(text)}")
+        raise ValueError(f"invalid scheme {quote(scheme)} in address {quote(text)}")
     scheme = scheme.lower()
     http = scheme in _DEFAULT_PORTS
     end = len(rest)
@@ -351,13 +340,13 @@ def _parse_url(text: str) -> OutboundAddress:
     path = tail.split("?", 1)[0].split("#", 1)[0]
     if "@" in authority:
         raise ValueError(
-            f"invalid address {_quote(text)} (user names and passwords are "
+            f"invalid address {quote(text)} (user names and passwords are "
             "not supported in addresses)"
         )
     host_text, port_text = _split_host_port(authority, text)
     if host_text == "":
         if http:
-            raise ValueError(f"missing host in address {_quote(text)}")
+            raise ValueError(f"missing host in address {quote(text)}")
         host = ""
     else:
         host = _check_host(host_text, text)
@@ -368,11 +357,11 @@ def _parse_url(text: str) -> OutboundAddress:
     if http:
         if path != tail:
             raise ValueError(
-                f"invalid address {_quote(text)} (an outbound address cannot "
+                f"invalid address {quote(text)} (an outbound address cannot "
                 "have a query string or a fragment)"
             )
         if not _HTTP_PATH.fullmatch(path):
-            raise ValueError(f"invalid path {_quote(path)} in address {_quote(text)}")
+            raise ValueError(f"invalid path {quote(path)} in address {quote(text)}")
         path = path.rstrip("/")
     return OutboundAddress(scheme, host, port, path, text)
 
@@ -393,23 +382,23 @@ def parse_outbound_address(text: str) -> OutboundAddress:
         raise ValueError('empty address (expected "host:port" or a URL)')
     if not text.isascii() or _CONTROL.search(text):
         raise ValueError(
-            f"invalid address {_quote(text)} (contains spaces, control "
+            f"invalid address {quote(text)} (contains spaces, control "
             "characters or non-ASCII characters)"
         )
     if "://" in text:
         return _parse_url(text)
     if "/" in text or "?" in text or "#" in text or "@" in text:
         raise ValueError(
-            f'invalid address {_quote(text)} (expected "host:port" or '
+            f'invalid address {quote(text)} (expected "host:port" or '
             '"scheme://host[:port][/path]")'
         )
     host_text, port_text = _split_host_port(text, text)
     if host_text == "":
-        raise ValueError(f"missing host in address {_quote(text)}")
+        raise ValueError(f"missing host in address {quote(text)}")
     host = _check_host(host_text, text)
     if port_text is None:
         raise ValueError(
-            f'missing port in address {_quote(text)} (expected "host:port" or '
+            f'missing port in address {quote(text)} (expected "host:port" or '
             f'"http://{text}")'
         )
     port = _destination_port(port_text, text)

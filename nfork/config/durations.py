@@ -7,10 +7,11 @@ the public functions speak float seconds, the unit of the reactor clock.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from fractions import Fraction
+
+from nfork.config.errors import quote
 
 __all__ = ["format_duration", "parse_duration"]
 
@@ -36,21 +37,13 @@ _COMPONENT = re.compile(r"([0-9]*)(?:\.([0-9]*))?([^0-9.]*)")
 
 _OUT_OF_RANGE = "out of range, the maximum is about 292 years"
 _HINT = 'expected a Go duration such as "100ms" or "1.5s"'
+_QUOTED = 60
+"""Quoted text in duration messages is cut shorter than elsewhere (they end
+with a hint)."""
 
 
 def _invalid(text: str, why: str) -> ValueError:
-    return ValueError(f"invalid duration {_quote(text)} ({why}; {_HINT})")
-
-
-def _quote(text: str) -> str:
-    """Quote C{text} as a JSON string for a message, shortened if huge.
-
-    Non-ASCII text is shown as is unless it has unprintable characters, which
-    are escaped so that the message stays on one line and can be printed.
-    """
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return json.dumps(text, ensure_ascii=not text.isprintable())
+    return ValueError(f"invalid duration {quote(text, limit=_QUOTED)} ({why}; {_HINT})")
 
 
 def _fraction_ns(digits: str, scale: int) -> int:
@@ -94,14 +87,16 @@ def _parse_ns(text: str) -> int:
         whole, fraction, unit = match.groups()
         if whole == "" and not fraction:
             if unit:
-                raise _invalid(text, f"no number before {_quote(unit)}")
+                raise _invalid(text, f"no number before {quote(unit, limit=_QUOTED)}")
             raise _invalid(text, "expected a number")
         if unit == "":
             # Go accepts a number without unit only for a bare "0".
-            raise _invalid(text, f"missing unit after {_quote(match.group(0))}")
+            raise _invalid(
+                text, f"missing unit after {quote(match.group(0), limit=_QUOTED)}"
+            )
         scale = _UNITS.get(unit)
         if scale is None:
-            raise _invalid(text, f"unknown unit {_quote(unit)}")
+            raise _invalid(text, f"unknown unit {quote(unit, limit=_QUOTED)}")
         whole = whole.lstrip("0")
         if len(whole) > 20:
             raise _invalid(text, _OUT_OF_RANGE)
