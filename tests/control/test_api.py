@@ -36,23 +36,11 @@ from nfork.control.changes import Changes
 from nfork.control.configfile import ConfigFile
 from nfork.control.controller import Controller
 from nfork.control.klog import LogRing
+from tests.support.configs import inbound_config, inbound_json
 
 TOKEN = "s3cret-token"
-
-
-def inbound_json(name: str = "web", port: int = 9080, **extra: Any) -> dict[str, Any]:
-    obj: dict[str, Any] = {
-        "name": name,
-        "listen": f"127.0.0.1:{port}",
-        "out": {"prod": "127.0.0.1:8080", "staging": "127.0.0.1:8081"},
-        "active": "prod",
-    }
-    obj.update(extra)
-    return obj
-
-
-def inbound_config(**kwargs: Any) -> InboundConfig:
-    return load_config(json.dumps([inbound_json(**kwargs)]))[0]
+LISTEN = "127.0.0.1:9080"
+"""Where the inbound "web" of these tests listens (on a memory reactor)."""
 
 
 @frozen
@@ -134,8 +122,8 @@ class API:
         assert isinstance(result, Answer)
         return result
 
-    def add(self, **kwargs: Any) -> InboundConfig:
-        config = inbound_config(**kwargs)
+    def add(self, name: str = "web", port: int = 9080) -> InboundConfig:
+        config = inbound_config(name, f"127.0.0.1:{port}")
         d = Deferred.fromCoroutine(self.controller.add_inbound(config))
         assert d.called
         return config
@@ -169,11 +157,11 @@ def test_get_lists_every_inbound_in_the_config_file_schema(api: API) -> None:
 
 
 def test_post_adds_an_inbound_that_listens_before_the_answer(api: API) -> None:
-    answer = api.call("POST", "/v1/nfork", inbound_json())
+    answer = api.call("POST", "/v1/nfork", inbound_json("web", LISTEN))
     assert answer.code == 201
-    assert answer.json == inbound_config().to_json()
+    assert answer.json == inbound_config("web", LISTEN).to_json()
     assert answer.headers.getRawHeaders(b"location") == [b"/v1/nfork/web"]
-    assert api.controller.configs() == (inbound_config(),)
+    assert api.controller.configs() == (inbound_config("web", LISTEN),)
     assert [(port, interface) for port, _, _, interface in api.reactor.tcpServers] == [
         (9080, "127.0.0.1")
     ]
@@ -196,24 +184,24 @@ def test_post_refuses_invalid_json(api: API) -> None:
 def test_post_refuses_an_invalid_inbound_with_the_config_loaders_message(
     api: API,
 ) -> None:
-    body = inbound_json(timeout="10x")
+    body = inbound_json("web", LISTEN, timeout="10x")
     with pytest.raises(ConfigError) as expected:
         parse_inbound(decode_json(json.dumps(body)))
     answer = api.call("POST", "/v1/nfork", body)
     assert answer.code == 400
     assert answer.error == str(expected.value)
     assert 'inbound "web"' in answer.error and '"timeout"' in answer.error
-    assert api.call("POST", "/v1/nfork", [inbound_json()]).code == 400
-    assert api.call("POST", "/v1/nfork", inbound_json(name="stats")).code == 400
+    assert api.call("POST", "/v1/nfork", [inbound_json("web", LISTEN)]).code == 400
+    assert api.call("POST", "/v1/nfork", inbound_json("stats", LISTEN)).code == 400
     assert api.controller.configs() == ()
 
 
 def test_post_refuses_a_taken_name_or_listen_address(api: API) -> None:
     web = api.add(name="web", port=9080)
-    answer = api.call("POST", "/v1/nfork", inbound_json(name="web", port=9081))
+    answer = api.call("POST", "/v1/nfork", inbound_json("web", "127.0.0.1:9081"))
     assert answer.code == 409
     assert answer.error == 'an inbound named "web" already exists'
-    answer = api.call("POST", "/v1/nfork", inbound_json(name="other", port=9080))
+    answer = api.call("POST", "/v1/nfork", inbound_json("other", LISTEN))
     assert answer.code == 409
     assert "already used by inbound" in answer.error
     assert api.controller.configs() == (web,)
@@ -392,7 +380,7 @@ def test_a_wrong_method_gets_405_with_allow(
     assert answer.code == 405
     assert answer.headers.getRawHeaders(b"allow") == [allowed]
     assert answer.error.startswith(f"method {method} not allowed on {path}")
-    assert api.controller.configs() == (inbound_config(),)
+    assert api.controller.configs() == (inbound_config("web", LISTEN),)
 
 
 @pytest.mark.parametrize(
@@ -633,7 +621,7 @@ def failing_writer(path: str, text: str) -> None:
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
-        ("POST", "/v1/nfork", inbound_json(name="new", port=9085)),
+        ("POST", "/v1/nfork", inbound_json("new", "127.0.0.1:9085")),
         ("DELETE", "/v1/nfork/web", None),
         ("PUT", "/v1/nfork/web/logging", "127.0.0.1:8082"),
         ("PUT", "/v1/nfork/web/staging", {"addr": "127.0.0.1:1", "sample": 0.1}),
@@ -660,7 +648,7 @@ def test_each_change_is_saved_to_the_config_file(tmp_path: Any) -> None:
     path = tmp_path / "nfork.json"
     path.write_text("[]")
     api = API(config_file=ConfigFile(str(path)))
-    assert api.call("POST", "/v1/nfork", inbound_json()).code == 201
+    assert api.call("POST", "/v1/nfork", inbound_json("web", LISTEN)).code == 201
     assert load_config(path.read_text()) == api.controller.configs()
     assert api.call("PUT", "/v1/nfork/web/x", "h:1").code == 201
     assert api.call("POST", "/v1/nfork/web/x/activate").code == 200
@@ -673,7 +661,7 @@ def test_each_change_is_saved_to_the_config_file(tmp_path: Any) -> None:
 
 
 def test_without_persist_nothing_is_written(api: API, tmp_path: Any) -> None:
-    assert api.call("POST", "/v1/nfork", inbound_json()).code == 201
+    assert api.call("POST", "/v1/nfork", inbound_json("web", LISTEN)).code == 201
     assert list(tmp_path.iterdir()) == []
 
 
@@ -685,7 +673,7 @@ def test_every_change_is_logged_with_its_parameters(api: API) -> None:
 
         return [formatEvent(e) for e in events if e.get("log_level") == LogLevel.info]
 
-    logged = texts("POST", "/v1/nfork", inbound_json())
+    logged = texts("POST", "/v1/nfork", inbound_json("web", LISTEN))
     assert any(
         "inbound web listening on 127.0.0.1:9080" in t and "prod=127.0.0.1:8080" in t
         for t in logged

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from pathlib import Path
@@ -18,21 +17,9 @@ from nfork.config import InboundConfig, dump_config, load_config, parse_outbound
 from nfork.control.changes import Changes, PersistError
 from nfork.control.configfile import ConfigFile, in_thread_pool, write_file_atomically
 from nfork.control.controller import Conflict, Controller
+from tests.support.configs import inbound_config, inbound_json
 
-
-def config(name: str = "web", port: int = 9080) -> InboundConfig:
-    return load_config(
-        json.dumps(
-            [
-                {
-                    "name": name,
-                    "listen": f"127.0.0.1:{port}",
-                    "out": {"prod": "h:1", "staging": "h:2"},
-                    "active": "prod",
-                }
-            ]
-        )
-    )[0]
+WEB = inbound_json("web", "127.0.0.1:9080", out={"prod": "h:1", "staging": "h:2"})
 
 
 # -- write_file_atomically ---------------------------------------------------
@@ -94,9 +81,9 @@ def test_an_unwritable_directory_raises_oserror(tmp_path: Path) -> None:
 
 def test_config_file_saves_in_the_config_format(tmp_path: Path) -> None:
     path = tmp_path / "nfork.json"
-    d = ConfigFile(str(path)).save([config()])
+    d = ConfigFile(str(path)).save([inbound_config(**WEB)])
     assert d.called
-    assert path.read_text() == dump_config([config()])
+    assert path.read_text() == dump_config([inbound_config(**WEB)])
 
 
 class ThreadPoolTests(SynchronousTestCase):
@@ -144,7 +131,7 @@ class ChangesTests(SynchronousTestCase):
         self.changes = Changes(
             self.controller, ConfigFile("/etc/nfork.json", writer=self.writer)
         )
-        self.successResultOf(self.changes.add_inbound(config()))
+        self.successResultOf(self.changes.add_inbound(inbound_config(**WEB)))
 
     def fail_writes(self) -> None:
         self.writer.error = PermissionError(13, "Permission denied", "/etc/x")
@@ -156,7 +143,7 @@ class ChangesTests(SynchronousTestCase):
         self.assertEqual(self.controller.configs(), before)
 
     def test_each_change_is_written(self) -> None:
-        self.assertEqual(self.writer.written, [dump_config([config()])])
+        self.assertEqual(self.writer.written, [dump_config([inbound_config(**WEB)])])
         self.successResultOf(self.changes.activate("web", "staging"))
         self.assertEqual(
             load_config(self.writer.written[-1]), self.controller.configs()
@@ -170,7 +157,12 @@ class ChangesTests(SynchronousTestCase):
     def test_adding_an_inbound_is_undone(self) -> None:
         before = self.controller.configs()
         self.fail_writes()
-        self.assert_undone(self.changes.add_inbound(config("new", 9081)), before)
+        self.assert_undone(
+            self.changes.add_inbound(
+                inbound_config("new", "127.0.0.1:9081", out=WEB["out"])
+            ),
+            before,
+        )
 
     def stats(self) -> dict[str, Any]:
         """Every outbound's stats object, after recording one answer in each."""

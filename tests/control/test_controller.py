@@ -2,53 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from attrs import frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 
-from nfork.config import ConfigError, InboundConfig, load_config, parse_outbound
+from nfork.config import ConfigError, InboundConfig, parse_outbound
 from nfork.control.controller import (
     Conflict,
     Controller,
     UnknownInbound,
     UnknownOutbound,
 )
-from nfork.outbounds.api import IOutbound, IOutboundFactory, OutboundContext
+from nfork.outbounds.api import IOutboundFactory
 from nfork.proxy.client import HTTPClientPool
-from tests.support.fakes import FakeOutbound
-
-
-@implementer(IOutboundFactory)
-@frozen
-class FakeFactory:
-    """Builds FakeOutbounds and remembers them by name."""
-
-    scheme: str
-    built: dict[str, FakeOutbound]
-    gives_response: bool = True
-
-    def build(self, config: Any, context: OutboundContext) -> IOutbound:
-        outbound = FakeOutbound(gives_response=self.gives_response)
-        self.built[config.name] = outbound
-        return outbound
-
-
-def config(
-    name: str = "foo", listen: str = "127.0.0.1:0", **extra: Any
-) -> InboundConfig:
-    obj = {
-        "name": name,
-        "listen": listen,
-        "out": {"prod": "127.0.0.1:8080", "staging": "127.0.0.1:8081"},
-        "active": "prod",
-        **extra,
-    }
-    return load_config(json.dumps([obj]))[0]
+from tests.support.configs import inbound_config
+from tests.support.fakes import FakeFactory, FakeOutbound
 
 
 class ControllerTests(SynchronousTestCase):
@@ -69,36 +39,38 @@ class ControllerTests(SynchronousTestCase):
         )
 
     def test_add_inbound_listens_and_lists_it(self) -> None:
-        self.add(config())
+        self.add(inbound_config())
         self.assertEqual(len(self.reactor.tcpServers), 1)
         self.assertEqual([c.name for c in self.controller.configs()], ["foo"])
         self.assertEqual(set(self.built), {"prod", "staging"})
 
     def test_duplicate_name_is_a_conflict(self) -> None:
-        self.add(config())
-        d = Deferred.fromCoroutine(self.controller.add_inbound(config(listen=":9999")))
+        self.add(inbound_config())
+        d = Deferred.fromCoroutine(
+            self.controller.add_inbound(inbound_config(listen=":9999"))
+        )
         self.assertIn("already exists", str(self.failureResultOf(d, Conflict).value))
 
     def test_same_listen_address_is_a_conflict(self) -> None:
-        self.add(config(listen="127.0.0.1:9080"))
+        self.add(inbound_config(listen="127.0.0.1:9080"))
         d = Deferred.fromCoroutine(
-            self.controller.add_inbound(config("bar", listen="127.0.0.1:9080"))
+            self.controller.add_inbound(inbound_config("bar", listen="127.0.0.1:9080"))
         )
         self.assertIn('"foo"', str(self.failureResultOf(d, Conflict).value))
 
     def test_unknown_names_raise_lookup_errors(self) -> None:
-        self.add(config())
+        self.add(inbound_config())
         self.assertRaises(UnknownInbound, self.controller.activate, "nope", "prod")
         self.assertRaises(UnknownOutbound, self.controller.activate, "foo", "nope")
         self.assertRaises(UnknownOutbound, self.controller.remove_outbound, "foo", "x")
 
     def test_removing_the_active_outbound_is_refused(self) -> None:
-        self.add(config())
+        self.add(inbound_config())
         self.assertRaises(Conflict, self.controller.remove_outbound, "foo", "prod")
         self.assertEqual(len(self.controller.configs()[0].outbounds), 2)
 
     def test_activate_swaps_routing_for_the_next_request_only(self) -> None:
-        running = self.add(config())
+        running = self.add(inbound_config())
         before = running.routing
         self.controller.activate("foo", "staging")
         after = running.routing
@@ -108,7 +80,7 @@ class ControllerTests(SynchronousTestCase):
         self.assertIs(before.active, after.shadows[0])
 
     def test_put_outbound_keeps_stats_of_unchanged_outbounds(self) -> None:
-        running = self.add(config())
+        running = self.add(inbound_config())
         staging = running.routing.shadows[0]
         self.controller.put_outbound("foo", parse_outbound("foo", "new", "h:1"))
         self.assertIs(running.routing.shadows[0], staging)
@@ -120,13 +92,13 @@ class ControllerTests(SynchronousTestCase):
         self.assertTrue(self.built["new"].closed is False)
 
     def test_removed_outbound_is_closed(self) -> None:
-        self.add(config())
+        self.add(inbound_config())
         staging = self.built["staging"]
         self.controller.remove_outbound("foo", "staging")
         self.assertTrue(staging.closed)
 
     def test_sink_cannot_be_active(self) -> None:
-        bad = config(out={"prod": "sink://x:1"})
+        bad = inbound_config(out={"prod": "sink://x:1"})
         d = Deferred.fromCoroutine(self.controller.add_inbound(bad))
         self.assertIn(
             "cannot be active", str(self.failureResultOf(d, ConfigError).value)
@@ -134,7 +106,7 @@ class ControllerTests(SynchronousTestCase):
         self.assertEqual(self.reactor.tcpServers, [])
 
     def test_remove_inbound_stops_listening(self) -> None:
-        running = self.add(config())
+        running = self.add(inbound_config())
         closed = _watch_port(running)
         self.successResultOf(
             Deferred.fromCoroutine(self.controller.remove_inbound("foo"))
@@ -143,19 +115,21 @@ class ControllerTests(SynchronousTestCase):
         self.assertEqual(self.controller.configs(), ())
 
     def test_update_inbound_in_place_keeps_unchanged_stats(self) -> None:
-        running = self.add(config())
+        running = self.add(inbound_config())
         staging = running.routing.shadows[0]
         self.successResultOf(
-            Deferred.fromCoroutine(self.controller.update_inbound(config(timeout="5s")))
+            Deferred.fromCoroutine(
+                self.controller.update_inbound(inbound_config(timeout="5s"))
+            )
         )
         self.assertIs(self.controller.inbound("foo"), running)
         self.assertIs(running.routing.shadows[0], staging)
         self.assertEqual(running.config.timeout, 5.0)
 
     def test_a_new_listen_address_restarts_the_inbound_keeping_stats(self) -> None:
-        running = self.add(config())
+        running = self.add(inbound_config())
         prod, staging = running.routing.active.stats, running.routing.shadows[0].stats
-        changed = config(
+        changed = inbound_config(
             listen="127.0.0.1:1",
             out={"prod": "127.0.0.1:8080", "staging": "127.0.0.1:9999"},
         )
@@ -169,21 +143,21 @@ class ControllerTests(SynchronousTestCase):
         self.assertIsNot(restarted.routing.shadows[0].stats, staging)
 
     def test_stats_from_an_earlier_routing_continue(self) -> None:
-        running = self.add(config())
+        running = self.add(inbound_config())
         earlier = running.routing
         self.successResultOf(
             Deferred.fromCoroutine(self.controller.remove_inbound("foo"))
         )
         back = self.successResultOf(
             Deferred.fromCoroutine(
-                self.controller.add_inbound(config(), stats_from=earlier)
+                self.controller.add_inbound(inbound_config(), stats_from=earlier)
             )
         )
         self.assertIs(back.routing.active.stats, earlier.active.stats)
         self.assertIs(back.routing.shadows[0].stats, earlier.shadows[0].stats)
         # Fresh outbounds all the same: the old ones were closed.
         self.assertIsNot(back.routing.active.outbound, earlier.active.outbound)
-        other_window = config(statsWindow="5s")
+        other_window = inbound_config(statsWindow="5s")
         self.successResultOf(
             Deferred.fromCoroutine(
                 self.controller.update_inbound(other_window, stats_from=earlier)
@@ -194,7 +168,7 @@ class ControllerTests(SynchronousTestCase):
         )
 
     def test_stop_waits_for_copies_in_flight_up_to_the_drain_timeout(self) -> None:
-        running = self.add(config())
+        running = self.add(inbound_config())
         closed = _watch_port(running)
         running.fork._dispatch(
             running.routing.active, _request(), True, running.config.timeout
@@ -206,7 +180,7 @@ class ControllerTests(SynchronousTestCase):
         self.successResultOf(stopped)
 
     def test_stop_gives_up_after_the_drain_timeout(self) -> None:
-        running = self.add(config(timeout="1m"))
+        running = self.add(inbound_config(timeout="1m"))
         running.fork._dispatch(
             running.routing.active, _request(), True, running.config.timeout
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from hypothesis import given
@@ -13,26 +12,21 @@ from prometheus_client.samples import Sample
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 
-from nfork.config import load_config
 from nfork.control.controller import Controller
 from nfork.control.metrics import LATENCY_BUCKETS, metrics_registry, prometheus_buckets
 from nfork.proxy.stats import LatencyHistogram
+from tests.support.configs import inbound_json, load_inbounds
 
 
 def controller_with(*inbounds: dict[str, Any]) -> tuple[Controller, MemoryReactorClock]:
     reactor = MemoryReactorClock()
     controller = Controller(reactor)
-    for config in load_config(json.dumps(list(inbounds))):
+    for config in load_inbounds(*inbounds):
         Deferred.fromCoroutine(controller.add_inbound(config))
     return controller, reactor
 
 
-WEB = {
-    "name": "web",
-    "listen": "127.0.0.1:9080",
-    "out": {"prod": "h:1", "staging": "h:2"},
-    "active": "prod",
-}
+WEB = inbound_json("web", "127.0.0.1:9080", out={"prod": "h:1", "staging": "h:2"})
 
 
 def scrape(controller: Controller) -> dict[str, list[Sample]]:

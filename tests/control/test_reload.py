@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from nfork.config import load_config
 from nfork.control.controller import Controller
 from nfork.control.reload import ReloadResult, apply_configs, reload_file
 from nfork.proxy.client import HTTPClientPool
-from tests.control.test_controller import FakeFactory
-
-
-def inbound(name: str, listen: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "listen": listen,
-        "out": {"prod": "127.0.0.1:8080", "staging": "127.0.0.1:8081"},
-        "active": "prod",
-        **extra,
-    }
+from tests.support.configs import inbound_json, load_inbounds, write_config
+from tests.support.fakes import FakeFactory
 
 
 class ReloadTests(SynchronousTestCase):
@@ -43,14 +31,10 @@ class ReloadTests(SynchronousTestCase):
             HTTPClientPool(self.reactor),
             factories={"http": FakeFactory("http", {})},
         )
-        for config in load_config(
-            json.dumps(
-                [
-                    inbound("keep", ":9001"),
-                    inbound("change", ":9002"),
-                    inbound("drop", ":9003"),
-                ]
-            )
+        for config in load_inbounds(
+            inbound_json("keep", ":9001"),
+            inbound_json("change", ":9002"),
+            inbound_json("drop", ":9003"),
         ):
             self.successResultOf(
                 Deferred.fromCoroutine(self.controller.add_inbound(config))
@@ -59,14 +43,10 @@ class ReloadTests(SynchronousTestCase):
     def test_difference_is_applied_and_unchanged_outbounds_keep_stats(self) -> None:
         staging = self.controller.outbound_route("change", "staging")
         keep = self.controller.inbound("keep")
-        wanted = load_config(
-            json.dumps(
-                [
-                    inbound("keep", ":9001"),
-                    inbound("change", ":9002", timeout="3s"),
-                    inbound("new", ":9004"),
-                ]
-            )
+        wanted = load_inbounds(
+            inbound_json("keep", ":9001"),
+            inbound_json("change", ":9002", timeout="3s"),
+            inbound_json("new", ":9004"),
         )
         result = self.successResultOf(
             Deferred.fromCoroutine(apply_configs(self.controller, wanted))
@@ -99,7 +79,7 @@ class ReloadTests(SynchronousTestCase):
 
     def test_reload_file_applies_a_valid_file(self) -> None:
         path = self.temp_file()
-        path.write_text(json.dumps([inbound("keep", ":9001")]))
+        write_config(path, inbound_json("keep", ":9001"))
         result = self.successResultOf(
             Deferred.fromCoroutine(reload_file(self.controller, str(path)))
         )
@@ -116,7 +96,7 @@ class ChangesReloadTests(ReloadTests):
 
         changes = Changes(self.controller)
         path = self.temp_file()
-        path.write_text(json.dumps([inbound("keep", ":9001")]))
+        write_config(path, inbound_json("keep", ":9001"))
         # Hold the lock as an API change in progress would.
         locked = changes._lock.acquire()
         self.successResultOf(locked)

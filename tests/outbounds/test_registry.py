@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -14,7 +13,6 @@ from zope.interface.verify import verifyObject
 
 from nfork.config import (
     ConfigError,
-    InboundConfig,
     OutboundConfig,
     dump_config,
     load_config,
@@ -33,14 +31,10 @@ from nfork.outbounds.api import (
 from nfork.outbounds.http import HTTPOutbound, HTTPOutboundFactory
 from nfork.outbounds.registry import check_inbounds, factory_for, outbound_factories
 from nfork.proxy.client import HTTPClientPool, Target
+from tests.support.configs import inbound_config
 from tests.support.fakes import FakeOutbound
 
 BUILT_IN = ["file", "http", "https", "tcp"]
-
-
-def inbound(out: dict[str, Any], active: str = "prod") -> InboundConfig:
-    obj = {"name": "foo", "listen": "127.0.0.1:0", "out": out, "active": active}
-    return load_config(json.dumps([obj]))[0]
 
 
 def test_http_outbound_and_factories_provide_their_interfaces() -> None:
@@ -76,7 +70,9 @@ def test_an_unknown_scheme_lists_the_available_ones() -> None:
 
 
 def test_a_sink_cannot_be_active() -> None:
-    config = inbound({"prod": "h:1", "rec": "file:///tmp/t.jsonl"}, active="rec")
+    config = inbound_config(
+        out={"prod": "h:1", "rec": "file:///tmp/t.jsonl"}, active="rec"
+    )
     with pytest.raises(ConfigError) as caught:
         check_inbounds([config])
     assert str(caught.value) == (
@@ -88,7 +84,9 @@ def test_a_sink_cannot_be_active() -> None:
 def test_the_controller_refuses_a_sink_as_active() -> None:
     reactor = MemoryReactorClock()
     controller = Controller(reactor, HTTPClientPool(reactor))
-    config = inbound({"prod": "h:1", "ship": "tcp://127.0.0.1:5170"}, active="ship")
+    config = inbound_config(
+        out={"prod": "h:1", "ship": "tcp://127.0.0.1:5170"}, active="ship"
+    )
     failure = Deferred.fromCoroutine(controller.add_inbound(config))
     failures: list[Any] = []
     failure.addErrback(failures.append)
@@ -102,7 +100,7 @@ def test_the_controller_refuses_a_sink_as_active() -> None:
 def test_the_controller_refuses_an_unknown_scheme_when_adding_an_outbound() -> None:
     reactor = MemoryReactorClock()
     controller = Controller(reactor, HTTPClientPool(reactor))
-    Deferred.fromCoroutine(controller.add_inbound(inbound({"prod": "h:1"})))
+    Deferred.fromCoroutine(controller.add_inbound(inbound_config(out={"prod": "h:1"})))
     with pytest.raises(ConfigError) as caught:
         controller.put_outbound("foo", parse_outbound("foo", "x", "nope://h"))
     assert "(available: file, http, https, tcp)" in str(caught.value)
@@ -112,8 +110,8 @@ def test_the_controller_refuses_an_unknown_scheme_when_adding_an_outbound() -> N
 def test_valid_configurations_pass_the_startup_check() -> None:
     check_inbounds(
         [
-            inbound(
-                {
+            inbound_config(
+                out={
                     "prod": "h:1",
                     "rec": {"addr": "file:///tmp/t.jsonl", "maxBytes": 1000},
                     "ship": {"addr": "tcp://127.0.0.1:5170", "bufferLines": 10},
@@ -163,16 +161,14 @@ def test_extra_keys_are_options_for_plugin_schemes_only() -> None:
 
 
 def test_options_survive_the_round_trip() -> None:
-    obj = {
-        "name": "foo",
-        "listen": ":9080",
-        "out": {
+    config = inbound_config(
+        "foo",
+        ":9080",
+        out={
             "prod": "h:1",
             "rec": {"addr": "file:///t", "sample": 0.5, "maxBytes": 5, "x": [1]},
         },
-        "active": "prod",
-    }
-    (config,) = load_config(json.dumps([obj]))
+    )
     assert config.to_json()["out"]["rec"] == {
         "addr": "file:///t",
         "sample": 0.5,

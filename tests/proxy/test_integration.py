@@ -7,7 +7,6 @@ have received exactly the expected requests.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import treq
@@ -18,9 +17,10 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
-from nfork.config import load_config, parse_outbound
+from nfork.config import parse_outbound
 from nfork.control.controller import Controller
 from tests.support.backends import RecordingService
+from tests.support.configs import inbound_config
 
 
 class GonforkScenarioTests(TestCase):
@@ -43,14 +43,12 @@ class GonforkScenarioTests(TestCase):
         self.addCleanup(self.client_pool.closeCachedConnections)
 
     def config(self, name: str, outs: list[str], active: str) -> Any:
-        obj = {
-            "name": name,
-            "listen": "127.0.0.1:0",
-            "out": {o: self.services[o].address for o in outs},
-            "active": active,
-            "timeout": "50ms",
-        }
-        return load_config(json.dumps([obj]))[0]
+        return inbound_config(
+            name,
+            out={o: self.services[o].address for o in outs},
+            active=active,
+            timeout="50ms",
+        )
 
     def url(self, inbound: str, path: str) -> str:
         port = self.controller.inbound(inbound).port.getHost().port  # type: ignore[attr-defined]

@@ -6,7 +6,6 @@ exactly what was sent, and memory must stay within a stated bound.
 
 from __future__ import annotations
 
-import json
 import resource
 from typing import Any, cast
 
@@ -17,9 +16,9 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
-from nfork.config import load_config
 from nfork.control.controller import Controller
 from tests.support.backends import RecordingService
+from tests.support.configs import inbound_config
 from tests.support.faults import FaultServer, refused_address
 
 DURATION = 12.0
@@ -66,19 +65,7 @@ class SoakTests(TestCase):
             self.addCleanup(server.close)
         controller = Controller(reactor)
         self.addCleanup(controller.stop)
-        config = load_config(
-            json.dumps(
-                [
-                    {
-                        "name": "soak",
-                        "listen": "127.0.0.1:0",
-                        "out": out,
-                        "active": "prod",
-                        "timeout": "1s",
-                    }
-                ]
-            )
-        )[0]
+        config = inbound_config("soak", out=out, timeout="1s")
         inbound = yield Deferred.fromCoroutine(controller.add_inbound(config))
         url = f"http://127.0.0.1:{inbound.port.getHost().port}".encode()
         pool = HTTPConnectionPool(reactor, persistent=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from attrs import define, field
+from typing import Any
+
+from attrs import define, field, frozen
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
-from nfork.outbounds.api import IOutbound
+from nfork.outbounds.api import IOutbound, IOutboundFactory, OutboundContext
 from nfork.proxy.messages import ProxyRequest, ProxyResponse
 
 
@@ -64,3 +66,19 @@ class FakeOutbound:
     def last(self) -> SentCopy:
         """The newest copy received."""
         return self.sent[-1]
+
+
+@implementer(IOutboundFactory)
+@frozen
+class FakeFactory:
+    """Builds FakeOutbounds and remembers them by name."""
+
+    scheme: str
+    built: dict[str, FakeOutbound]
+    gives_response: bool = True
+
+    def build(self, config: Any, context: OutboundContext) -> IOutbound:
+        """A new FakeOutbound, kept in C{built} under the outbound's name."""
+        outbound = FakeOutbound(gives_response=self.gives_response)
+        self.built[config.name] = outbound
+        return outbound
