@@ -2,60 +2,29 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
-import time
 import urllib.request
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.backends import ThreadedBackend
+from tests.support.configs import inbound_json, write_config
 from tests.support.process import TwistdProcess
 
 
-class _SlowBackend(BaseHTTPRequestHandler):
-    """Answers 200 after C{delay} seconds (in its own thread, not a reactor)."""
-
-    delay = 0.0
-    arrived = threading.Event()
-
-    def do_GET(self) -> None:
-        type(self).arrived.set()
-        time.sleep(self.delay)  # the test's backend thread, not nfork
-        body = b"done " + self.path.encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def backend() -> Iterator[ThreadingHTTPServer]:
-    _SlowBackend.delay = 0.0
-    _SlowBackend.arrived = threading.Event()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowBackend)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def backend(threaded_backend: Callable[..., ThreadedBackend]) -> ThreadedBackend:
+    """Answers 200 "done PATH" (after C{backend.delay} seconds, 0 at first)."""
+    return threaded_backend(body="done {path}")
 
 
-def inbound(name: str, backend: ThreadingHTTPServer, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "listen": "127.0.0.1:0",
-        "out": {"prod": f"127.0.0.1:{backend.server_address[1]}"},
-        "active": "prod",
-        "timeout": "5s",
-        **extra,
-    }
+def inbound(name: str, backend: ThreadedBackend) -> dict[str, Any]:
+    """An inbound forking to C{backend} alone, with a 5 s timeout."""
+    return inbound_json(name, out={"prod": backend.address}, timeout="5s")
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
@@ -64,15 +33,15 @@ def get(port: int, path: str) -> tuple[int, bytes]:
 
 
 def test_sighup_applies_the_file_and_refuses_an_invalid_one(
-    tmp_path: Path, backend: ThreadingHTTPServer
+    tmp_path: Path, backend: ThreadedBackend
 ) -> None:
     config = tmp_path / "nfork.json"
-    config.write_text(json.dumps([inbound("a", backend)]))
+    write_config(config, inbound("a", backend))
     with TwistdProcess(
         "--config", str(config), "--control", "none", cwd=str(tmp_path)
     ) as twistd:
         port_a = twistd.listening_port("a")
-        config.write_text(json.dumps([inbound("a", backend), inbound("b", backend)]))
+        write_config(config, inbound("a", backend), inbound("b", backend))
         twistd.process.send_signal(signal.SIGHUP)
         port_b = twistd.listening_port("b")
         assert get(port_b, "/via-b") == (200, b"done /via-b")
@@ -86,11 +55,11 @@ def test_sighup_applies_the_file_and_refuses_an_invalid_one(
 
 
 def test_sigterm_lets_requests_in_flight_finish(
-    tmp_path: Path, backend: ThreadingHTTPServer
+    tmp_path: Path, backend: ThreadedBackend
 ) -> None:
-    _SlowBackend.delay = 1.0
+    backend.delay = 1.0
     config = tmp_path / "nfork.json"
-    config.write_text(json.dumps([inbound("slow", backend)]))
+    write_config(config, inbound("slow", backend))
     with TwistdProcess(
         "--config",
         str(config),
@@ -106,7 +75,7 @@ def test_sigterm_lets_requests_in_flight_finish(
             target=lambda: results.append(get(port, "/in-flight")), daemon=True
         )
         client.start()
-        assert _SlowBackend.arrived.wait(10)
+        assert backend.arrived.wait(10)
         twistd.process.send_signal(signal.SIGTERM)
         client.join(10)
         code = twistd.process.wait(15)

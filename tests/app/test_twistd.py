@@ -2,45 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
-import threading
 import urllib.request
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.support.backends import ThreadedBackend
+from tests.support.configs import inbound_json, write_config
 from tests.support.process import TWISTD, TwistdProcess
 
 
-class _Backend(BaseHTTPRequestHandler):
-    """Answers 200 with its path; remembers what it received."""
-
-    received: list[str] = []
-
-    def do_GET(self) -> None:
-        self.received.append(f"GET {self.path} {self.headers.get('X-Nfork')}")
-        body = f"backend saw {self.path}".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def backend() -> Iterator[ThreadingHTTPServer]:
-    _Backend.received = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def backend(threaded_backend: Callable[..., ThreadedBackend]) -> ThreadedBackend:
+    """Answers 200 with its path; remembers what it received."""
+    return threaded_backend(body="backend saw {path}")
 
 
 def test_twistd_lists_the_nfork_plugin() -> None:
@@ -60,24 +37,11 @@ def test_twistd_lists_the_nfork_plugin() -> None:
 
 
 def test_twistd_proxies_traffic_and_exits_cleanly_on_sigterm(
-    tmp_path: Path, backend: ThreadingHTTPServer
+    tmp_path: Path, backend: ThreadedBackend
 ) -> None:
-    backend_port = backend.server_address[1]
-    config = tmp_path / "nfork.json"
-    config.write_text(
-        json.dumps(
-            [
-                {
-                    "name": "e2e",
-                    "listen": "127.0.0.1:0",
-                    "out": {
-                        "prod": f"127.0.0.1:{backend_port}",
-                        "copy": f"127.0.0.1:{backend_port}",
-                    },
-                    "active": "prod",
-                }
-            ]
-        )
+    config = write_config(
+        tmp_path / "nfork.json",
+        inbound_json("e2e", out={"prod": backend.address, "copy": backend.address}),
     )
     # An ephemeral control port: the default 127.0.0.1:9090 may be taken.
     with TwistdProcess(
@@ -94,23 +58,13 @@ def test_twistd_proxies_traffic_and_exits_cleanly_on_sigterm(
     assert code == 0, output
     assert "Traceback" not in output
     # The active copy and the shadow copy both arrived, marked by nfork.
-    assert sorted(_Backend.received) == ["GET /hello?x=1 true"] * 2
+    assert sorted(backend.received) == ["GET /hello?x=1 true"] * 2
 
 
 def test_twistd_refuses_an_invalid_config(tmp_path: Path) -> None:
-    config = tmp_path / "bad.json"
-    config.write_text(
-        json.dumps(
-            [
-                {
-                    "name": "foo",
-                    "listen": ":9080",
-                    "out": {"a": "h:1"},
-                    "active": "a",
-                    "timeout": "10x",
-                }
-            ]
-        )
+    config = write_config(
+        tmp_path / "bad.json",
+        inbound_json("foo", ":9080", out={"a": "h:1"}, active="a", timeout="10x"),
     )
     result = subprocess.run(
         [TWISTD, "--nodaemon", "--pidfile=", "nfork", "--config", str(config)],
@@ -134,18 +88,11 @@ def test_twistd_exits_cleanly_when_an_inbound_cannot_listen(tmp_path: Path) -> N
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        config = tmp_path / "nfork.json"
-        config.write_text(
-            json.dumps(
-                [
-                    {
-                        "name": "busy",
-                        "listen": f"127.0.0.1:{port}",
-                        "out": {"a": "127.0.0.1:1"},
-                        "active": "a",
-                    }
-                ]
-            )
+        config = write_config(
+            tmp_path / "nfork.json",
+            inbound_json(
+                "busy", f"127.0.0.1:{port}", out={"a": "127.0.0.1:1"}, active="a"
+            ),
         )
         result = subprocess.run(
             [

@@ -6,11 +6,9 @@ import json
 import re
 import shutil
 import tempfile
-import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,7 +27,8 @@ from nfork.control.api import ControlAPI, ControlSite
 from nfork.control.changes import Changes
 from nfork.control.configfile import ConfigFile, in_thread_pool
 from nfork.control.controller import Controller
-from tests.support.backends import RecordingService
+from tests.support.backends import RecordingService, ThreadedBackend
+from tests.support.configs import inbound_json, write_config
 from tests.support.process import TwistdProcess
 
 TOKEN = "e2e-token"
@@ -80,12 +79,13 @@ class ControlAPITests(TestCase):
         return response.code, content
 
     def inbound(self, name: str = "web", listen: str = "127.0.0.1:0") -> Any:
-        return {
-            "name": name,
-            "listen": listen,
-            "out": {n: s.address for n, s in self.services.items()},
-            "active": "s0",
-        }
+        """An inbound forking to every service, s0 active."""
+        return inbound_json(
+            name,
+            listen,
+            out={n: s.address for n, s in self.services.items()},
+            active="s0",
+        )
 
     @inlineCallbacks
     def port_of(self, name: str) -> Any:
@@ -230,27 +230,10 @@ class ControlAPITests(TestCase):
 # -- the real twistd ---------------------------------------------------------
 
 
-class _Backend(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = str(cast(Any, self.server).server_port).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def backends() -> Iterator[list[int]]:
-    servers = [ThreadingHTTPServer(("127.0.0.1", 0), _Backend) for _ in range(2)]
-    for server in servers:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield [server.server_address[1] for server in servers]
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+def backends(threaded_backend: Callable[..., ThreadedBackend]) -> list[int]:
+    """The ports of two backends, each answering with its own port."""
+    return [threaded_backend(body="{port}").port for _ in range(2)]
 
 
 def control_port(twistd: TwistdProcess) -> int:
@@ -274,18 +257,9 @@ def request(
 def test_changes_made_through_the_api_survive_a_restart(
     tmp_path: Path, backends: list[int]
 ) -> None:
-    config = tmp_path / "nfork.json"
-    config.write_text(
-        json.dumps(
-            [
-                {
-                    "name": "e2e",
-                    "listen": "127.0.0.1:0",
-                    "out": {"prod": f"127.0.0.1:{backends[0]}"},
-                    "active": "prod",
-                }
-            ]
-        )
+    config = write_config(
+        tmp_path / "nfork.json",
+        inbound_json("e2e", out={"prod": f"127.0.0.1:{backends[0]}"}),
     )
     token = tmp_path / "token"
     token.write_text(TOKEN + "\n")
@@ -309,12 +283,7 @@ def test_changes_made_through_the_api_survive_a_restart(
         )
         assert code == 201
         assert request(f"{api}/v1/nfork/e2e/shadow/activate", "POST")[0] == 200
-        extra = {
-            "name": "extra",
-            "listen": "127.0.0.1:0",
-            "out": {"a": f"127.0.0.1:{backends[0]}"},
-            "active": "a",
-        }
+        extra = inbound_json("extra", out={"a": f"127.0.0.1:{backends[0]}"}, active="a")
         assert request(f"{api}/v1/nfork", "POST", extra)[0] == 201
         code, health = request(f"{api}/healthz", token=None)
         extra_port = int(health["inbounds"]["extra"].rpartition(":")[2])

@@ -9,12 +9,9 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import threading
 import urllib.request
 import zlib
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any, cast
@@ -23,29 +20,27 @@ import pytest
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
-from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from zope.interface.verify import verifyObject
 
 import nfork.plugins
-from nfork.config import ConfigError, load_config
+from nfork.config import ConfigError
 from nfork.control.controller import Controller
 from nfork.outbounds.api import IOutbound, IOutboundFactory, IOutboundValidator
 from nfork.outbounds.registry import factory_for, outbound_factories
-from tests.outbounds.test_sinks_tcp import Collector
-from tests.support.backends import RecordingService
+from tests.support.backends import (
+    DatagramCollector,
+    LineCollector,
+    RecordingService,
+    ThreadedBackend,
+)
+from tests.support.configs import inbound_config, inbound_json, write_config
+from tests.support.files import temp_dir
 from tests.support.process import TWISTD, TwistdProcess
 
 EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "syslog_sink.py"
-
-
-def temp_dir(case: Any) -> Path:
-    """A fresh directory outside the work tree, removed after the test."""
-    path = Path(tempfile.mkdtemp(prefix="nfork-test-"))
-    case.addCleanup(shutil.rmtree, path, True)
-    return path
 
 
 def install_example(case: Any) -> ModuleType:
@@ -64,34 +59,6 @@ def install_example(case: Any) -> ModuleType:
 
     case.addCleanup(uninstall)
     return importlib.import_module("nfork.plugins.syslog_sink")
-
-
-class Datagrams(DatagramProtocol):
-    """A syslog server on loopback: collects what it receives."""
-
-    def __init__(self) -> None:
-        self.received: list[bytes] = []
-        self._waiters: list[tuple[int, Deferred[None]]] = []
-
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        self.received.append(datagram)
-        for waiter in list(self._waiters):
-            if len(self.received) >= waiter[0]:
-                self._waiters.remove(waiter)
-                waiter[1].callback(None)
-
-    def wait_for(self, count: int) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        self._waiters.append((count, d))
-        if len(self.received) >= count:
-            self._waiters.remove((count, d))
-            d.callback(None)
-        return d
-
-
-def inbound_config(out: dict[str, Any]) -> Any:
-    obj = {"name": "shop", "listen": "127.0.0.1:0", "out": out, "active": "prod"}
-    return load_config(json.dumps([obj]))[0]
 
 
 class ProxyTestCase(TestCase):
@@ -118,7 +85,7 @@ class ProxyTestCase(TestCase):
     @inlineCallbacks
     def start(self, out: dict[str, Any]) -> Any:
         running = yield Deferred.fromCoroutine(
-            self.controller.add_inbound(inbound_config(out))
+            self.controller.add_inbound(inbound_config("shop", out=out))
         )
         self.port = running.port.getHost().port
 
@@ -157,13 +124,15 @@ class ExamplePluginTests(ProxyTestCase):
     def test_the_example_validates_its_options(self) -> None:
         factories = outbound_factories()
         config = inbound_config(
-            {"prod": "h:1", "log": {"addr": "syslog://h:514", "facility": 30}}
+            "shop",
+            out={"prod": "h:1", "log": {"addr": "syslog://h:514", "facility": 30}},
         )
         with pytest.raises(ConfigError) as caught:
             factory_for("shop", config.outbounds[1], factories)
         self.assertIn('key "addr": expected "syslog://ip[:port]"', str(caught.value))
         config = inbound_config(
-            {"prod": "h:1", "log": {"addr": "syslog://10.0.0.1", "facility": 30}}
+            "shop",
+            out={"prod": "h:1", "log": {"addr": "syslog://10.0.0.1", "facility": 30}},
         )
         with pytest.raises(ConfigError) as caught:
             factory_for("shop", config.outbounds[1], factories)
@@ -171,7 +140,7 @@ class ExamplePluginTests(ProxyTestCase):
 
     @inlineCallbacks
     def test_a_real_inbound_sends_copies_to_the_example(self) -> Any:
-        server = Datagrams()
+        server = DatagramCollector()
         udp = cast(Any, reactor).listenUDP(0, server, interface="127.0.0.1")
         self.addCleanup(udp.stopListening)
         yield self.start(
@@ -217,7 +186,7 @@ class BuiltInSinkTests(ProxyTestCase):
     @inlineCallbacks
     def test_sinks_record_the_copies_their_filters_let_through(self) -> Any:
         path = temp_dir(self) / "traffic.jsonl"
-        collector = Collector()
+        collector = LineCollector()
         listening = cast(Any, reactor).listenTCP(0, collector, interface="127.0.0.1")
         self.addCleanup(listening.stopListening)
         yield self.start(
@@ -288,13 +257,10 @@ def test_plugins_are_found_in_nfork_plugins_directories_on_sys_path(
 
 
 def _config(tmp_path: Path, out: dict[str, Any], active: str = "prod") -> Path:
-    path = tmp_path / "nfork.json"
-    path.write_text(
-        json.dumps(
-            [{"name": "e2e", "listen": "127.0.0.1:0", "out": out, "active": active}]
-        )
+    """A config file with one inbound, e2e, forking to C{out}."""
+    return write_config(
+        tmp_path / "nfork.json", inbound_json("e2e", out=out, active=active)
     )
-    return path
 
 
 @pytest.mark.parametrize(
@@ -335,36 +301,20 @@ def test_twistd_refuses_outbounds_it_cannot_build(
     assert "Traceback" not in output
 
 
-class _Backend(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def backend() -> Iterator[ThreadingHTTPServer]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def backend(threaded_backend: Callable[..., ThreadedBackend]) -> ThreadedBackend:
+    """Answers every request with 200 "ok"."""
+    return threaded_backend(body="ok")
 
 
 def test_twistd_writes_the_recording_out_on_sigterm(
-    tmp_path: Path, backend: ThreadingHTTPServer
+    tmp_path: Path, backend: ThreadedBackend
 ) -> None:
     recording = tmp_path / "traffic.jsonl"
     config = _config(
         tmp_path,
         {
-            "prod": f"127.0.0.1:{backend.server_address[1]}",
+            "prod": backend.address,
             "rec": f"file://{recording}",
         },
     )

@@ -13,7 +13,6 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
-from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.logger import (
@@ -22,7 +21,6 @@ from twisted.logger import (
     capturedLogs,
     globalLogPublisher,
 )
-from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
@@ -34,6 +32,7 @@ from nfork.outbounds.registry import factory_for
 from nfork.outbounds.sinks import SinkClosed
 from nfork.outbounds.sinks.tcp import TCPSink, TCPSinkFactory
 from nfork.proxy.messages import CopyDropped, ProxyRequest
+from tests.support.backends import LineCollector
 
 
 def request(n: int) -> ProxyRequest:
@@ -185,58 +184,19 @@ class FactoryTests(SynchronousTestCase):
             self.assertIn(expected, str(caught.value))
 
 
-class _Collector(LineReceiver):
-    delimiter = b"\n"
-
-    def lineReceived(self, line: bytes) -> None:
-        cast(Any, self.factory).received(self, line)
-
-
-class Collector(Factory):
-    """A log collector on loopback: records the lines it receives."""
-
-    protocol = _Collector
-
-    def __init__(self) -> None:
-        self.lines: list[bytes] = []
-        self.connections: list[_Collector] = []
-        self._waiters: list[tuple[int, Deferred[None]]] = []
-
-    def buildProtocol(self, addr: Any) -> Any:
-        protocol = super().buildProtocol(addr)
-        self.connections.append(cast(_Collector, protocol))
-        return protocol
-
-    def received(self, protocol: _Collector, line: bytes) -> None:
-        self.lines.append(line)
-        self._wake()
-
-    def wait_for(self, count: int) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        self._waiters.append((count, d))
-        self._wake()
-        return d
-
-    def _wake(self) -> None:
-        for waiter in list(self._waiters):
-            if len(self.lines) >= waiter[0]:
-                self._waiters.remove(waiter)
-                waiter[1].callback(None)
-
-
 class LoopbackTests(TestCase):
     """A real collector on 127.0.0.1."""
 
     timeout = 10
 
-    def listen(self, collector: Collector, port: int = 0) -> Any:
+    def listen(self, collector: LineCollector, port: int = 0) -> Any:
         listening = cast(Any, reactor).listenTCP(port, collector, interface="127.0.0.1")
         self.addCleanup(listening.stopListening)
         return listening
 
     @inlineCallbacks
     def test_lines_arrive_at_the_collector(self) -> Any:
-        collector = Collector()
+        collector = LineCollector()
         port = self.listen(collector).getHost().port
         config = parse_outbound("foo", "ship", f"tcp://127.0.0.1:{port}")
         context: Any = type("Context", (), {"reactor": reactor, "inbound": "foo"})()
@@ -251,7 +211,7 @@ class LoopbackTests(TestCase):
     def test_lines_sent_while_the_collector_is_down_arrive_when_it_is_back(
         self,
     ) -> Any:
-        first = Collector()
+        first = LineCollector()
         listening = self.listen(first)
         port = listening.getHost().port
         sink = TCPSink(
@@ -281,7 +241,7 @@ class LoopbackTests(TestCase):
         for n in range(1, 4):
             sink.send(request(n), False)
         self.assertEqual(sink.buffered, 3)
-        second = Collector()
+        second = LineCollector()
         self.listen(second, port)
         yield second.wait_for(3)
         self.assertEqual(uris(b"\n".join(second.lines)), ["/1", "/2", "/3"])

@@ -6,7 +6,6 @@ per test.  Every client request must get the active answer, fast.
 
 from __future__ import annotations
 
-import json
 from typing import Any, cast
 
 from twisted.internet import reactor
@@ -16,11 +15,11 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
-from nfork.config import load_config
 from nfork.control.controller import Controller
-from tests.proxy.test_transparency import raw_exchange
 from tests.support.backends import RecordingService
+from tests.support.configs import inbound_config
 from tests.support.faults import FaultServer, refused_address
+from tests.support.rawclient import raw_connect, raw_exchange
 
 REQUESTS = 20
 CONCURRENCY = 5
@@ -45,16 +44,13 @@ class _ProxyTestCase(TestCase):
 
     @inlineCallbacks
     def start(self, shadow: str, **options: Any) -> Any:
-        obj = {
-            "name": "iso",
-            "listen": "127.0.0.1:0",
+        options = {
             "out": {"prod": self.active.address, "shadow": shadow},
-            "active": "prod",
             "timeout": "2s",
             **options,
         }
         inbound = yield Deferred.fromCoroutine(
-            self.controller.add_inbound(load_config(json.dumps([obj]))[0])
+            self.controller.add_inbound(inbound_config("iso", **options))
         )
         self.port = inbound.port.getHost().port
         return inbound
@@ -163,8 +159,8 @@ class ClientDisconnectTests(_ProxyTestCase):
         yield self.start(shadow.address, timeout="10s")
         lost: Deferred[None] = Deferred()
         self.active.on_cancel = lambda: lost.callback(None)
-        client = yield _connect_and_send(
-            self.port, b"GET /bye HTTP/1.1\r\nHost: x\r\n\r\n"
+        client = yield raw_connect(
+            reactor, self.port, b"GET /bye HTTP/1.1\r\nHost: x\r\n\r\n"
         )
         yield self.active.wait_for(1)
         client.transport.loseConnection()
@@ -183,7 +179,7 @@ class BadClientTests(_ProxyTestCase):
         shadow.listen()
         self.addCleanup(shadow.close)
         yield self.start(shadow.address, **options)
-        answer = yield raw_exchange(self.port, raw)
+        answer = yield raw_exchange(reactor, self.port, raw)
         self.assertTrue(answer == b"" or answer.split(b" ")[1].startswith(b"4"), answer)
         self.assertEqual(self.active.received, [])
         yield self.load()
@@ -220,37 +216,14 @@ class BadClientTests(_ProxyTestCase):
         shadow.listen()
         self.addCleanup(shadow.close)
         yield self.start(shadow.address)
-        client = yield _connect_and_send(self.port, b"GET / HTTP/1.1\r\n")
+        client = yield raw_connect(reactor, self.port, b"GET / HTTP/1.1\r\n")
         for _ in range(3):
             yield deferLater(reactor, 0.1, lambda: None)
             if client.transport.connected:
                 client.transport.write(b"X")
         yield self.load()
-        yield client.lost
+        yield client.done
         self.assertIn(b"408", client.received)
-
-
-@inlineCallbacks
-def _connect_and_send(port: int, data: bytes) -> Any:
-    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-    from twisted.internet.protocol import Protocol
-
-    class Client(Protocol):
-        def __init__(self) -> None:
-            self.received = b""
-            self.lost: Deferred[None] = Deferred()
-
-        def dataReceived(self, data: bytes) -> None:
-            self.received += data
-
-        def connectionLost(self, reason: Any = None) -> None:
-            self.lost.callback(None)
-
-    client = Client()
-    yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
-    assert client.transport is not None
-    client.transport.write(data)
-    return client
 
 
 class BackendRestartTests(_ProxyTestCase):

@@ -8,16 +8,12 @@ decompression, no cookie jar, no redirect following, no re-encoding.
 from __future__ import annotations
 
 import gzip
-import json
 import os
 from io import BytesIO
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol, connectionDone
-from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
@@ -25,9 +21,10 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from nfork.config import load_config
 from nfork.control.controller import Controller
 from tests.support.backends import RecordingService
+from tests.support.configs import inbound_config
+from tests.support.rawclient import raw_exchange
 
 GZIPPED = gzip.compress(b"compressed payload " * 50)
 BINARY = os.urandom(3 * 1024 * 1024) + bytes(range(256))
@@ -88,22 +85,11 @@ class TransparencyTests(TestCase):
             self.addCleanup(backend.close)
         self.controller = Controller(reactor)
         self.addCleanup(self.controller.stop)
-        config = load_config(
-            json.dumps(
-                [
-                    {
-                        "name": "t",
-                        "listen": "127.0.0.1:0",
-                        "out": {
-                            "prod": self.backend.address,
-                            "shadow": self.shadow.address,
-                        },
-                        "active": "prod",
-                        "timeout": "5s",
-                    }
-                ]
-            )
-        )[0]
+        config = inbound_config(
+            "t",
+            out={"prod": self.backend.address, "shadow": self.shadow.address},
+            timeout="5s",
+        )
         inbound = yield Deferred.fromCoroutine(self.controller.add_inbound(config))
         self.base = f"http://127.0.0.1:{inbound.port.getHost().port}".encode()
         pool = HTTPConnectionPool(reactor, persistent=False)
@@ -163,7 +149,9 @@ class TransparencyTests(TestCase):
     def test_head_keeps_the_backend_length_and_sends_no_body(self) -> Any:
         port = int(self.base.rsplit(b":", 1)[1])
         answer = yield raw_exchange(
-            port, b"HEAD /head HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            reactor,
+            port,
+            b"HEAD /head HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         )
         head, _, body = answer.partition(b"\r\n\r\n")
         self.assertTrue(head.startswith(b"HTTP/1.1 200 "), answer)
@@ -213,7 +201,7 @@ class TransparencyTests(TestCase):
         # RFC 9112 allows only visible ASCII in the request-target.
         port = int(self.base.rsplit(b":", 1)[1])
         answer = yield raw_exchange(
-            port, "GET /caf\u00e9 HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+            reactor, port, "GET /caf\u00e9 HTTP/1.1\r\nHost: x\r\n\r\n".encode()
         )
         self.assertTrue(answer.startswith(b"HTTP/1.1 400 "), answer)
         self.assertEqual(self.backend.uris, [])
@@ -248,32 +236,3 @@ class _ChunkedBody:
 
     def stopProducing(self) -> None:
         pass
-
-
-class _RawClient(Protocol):
-    """Sends raw request bytes and collects everything until the close."""
-
-    def __init__(self, request: bytes) -> None:
-        self.request = request
-        self.received = b""
-        self.done: Deferred[bytes] = Deferred()
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.write(self.request)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.done.callback(self.received)
-
-
-@inlineCallbacks
-def raw_exchange(port: int, request: bytes) -> Any:
-    """Send C{request} as is over a new connection; return all bytes received."""
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-    client = _RawClient(request)
-    yield connectProtocol(endpoint, client)
-    received = yield client.done
-    return received

@@ -7,14 +7,10 @@ import base64
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -35,7 +31,6 @@ from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from nfork.config import load_config
 from nfork.control.controller import Controller
 from nfork.outbounds.sinks.records import RecordedRequest, RecordError
 from nfork.tools.cli import main
@@ -49,15 +44,9 @@ from nfork.tools.replay import (
     replay_main,
     target_url,
 )
-from tests.support.backends import RecordingService
-
-
-def temp_dir(case: Any) -> Path:
-    """A fresh directory outside the work tree, removed after the test."""
-    path = Path(tempfile.mkdtemp(prefix="nfork-test-"))
-    case.addCleanup(shutil.rmtree, path, True)
-    return path
-
+from tests.support.backends import RecordingService, ThreadedBackend
+from tests.support.configs import inbound_config
+from tests.support.files import temp_dir
 
 TARGET = b"http://target.example:8080/prefix"
 
@@ -464,18 +453,9 @@ class RoundTripTests(TestCase):
         prod.listen()
         self.addCleanup(prod.close)
         path = temp_dir(self) / "traffic.jsonl"
-        config = load_config(
-            json.dumps(
-                [
-                    {
-                        "name": "rec",
-                        "listen": "127.0.0.1:0",
-                        "out": {"prod": prod.address, "file": f"file://{path}"},
-                        "active": "prod",
-                    }
-                ]
-            )
-        )[0]
+        config = inbound_config(
+            "rec", out={"prod": prod.address, "file": f"file://{path}"}
+        )
         controller = Controller(reactor)
         stopped = False
 
@@ -511,12 +491,10 @@ class RoundTripTests(TestCase):
         yield stop()
         self.assertEqual(len(path.read_bytes().splitlines()), len(sent))
 
-        service = _BodyRecorder()
-        listening = cast(Any, reactor).listenTCP(
-            0, server.Site(service), interface="127.0.0.1"
-        )
-        self.addCleanup(listening.stopListening)
-        target = f"http://127.0.0.1:{listening.getHost().port}".encode()
+        service = RecordingService("replayed")
+        service.listen()
+        self.addCleanup(service.close)
+        target = f"http://{service.address}".encode()
         replay_pool = HTTPConnectionPool(reactor, persistent=False)
         self.addCleanup(replay_pool.closeCachedConnections)
 
@@ -531,34 +509,15 @@ class RoundTripTests(TestCase):
         summary = yield replay.run()
         self.assertEqual(summary.responses, {200: len(sent)})
         self.assertEqual(
-            [(m, u, b) for m, u, b, _ in service.seen],
+            [(m, u, b) for m, u, b, _ in service.requests],
             [(m.encode(), u.encode(), b) for m, u, b, _ in sent],
         )
         for (_, _, _, client_headers), (_, _, _, replayed) in zip(
-            sent, service.seen, strict=True
+            sent, service.requests, strict=True
         ):
             for name, values in client_headers.items():
                 self.assertEqual(replayed[name], values)
             self.assertEqual(replayed[b"X-Nfork"], [b"true"])
-
-
-class _BodyRecorder(Resource):
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[tuple[bytes, bytes, bytes, dict[bytes, list[bytes]]]] = []
-
-    def render(self, request: server.Request) -> bytes:
-        self.seen.append(
-            (
-                request.method,
-                request.uri,
-                request.content.read() if request.content else b"",
-                {k: list(v) for k, v in request.requestHeaders.getAllRawHeaders()},
-            )
-        )
-        return b"replayed"
 
 
 # -- the installed command ---------------------------------------------------
@@ -566,42 +525,20 @@ class _BodyRecorder(Resource):
 NFORK = Path(sys.executable).with_name("nfork")
 
 
-class _SlowHandler(BaseHTTPRequestHandler):
-    """Answers every request after a while; signals the first one."""
-
-    first = threading.Event()
-
-    def do_GET(self) -> None:
-        _SlowHandler.first.set()
-        threading.Event().wait(0.5)
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def slow_target() -> Iterator[ThreadingHTTPServer]:
-    _SlowHandler.first = threading.Event()
-    target = ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
-    target.daemon_threads = True
-    thread = threading.Thread(target=target.serve_forever, daemon=True)
-    thread.start()
-    yield target
-    target.shutdown()
-    target.server_close()
+def slow_target(threaded_backend: Callable[..., ThreadedBackend]) -> ThreadedBackend:
+    """Answers every request after half a second; C{arrived} at the first."""
+    return threaded_backend(delay=0.5)
 
 
 def test_ctrl_c_stops_the_command_with_the_summary(
-    tmp_path: Path, slow_target: ThreadingHTTPServer
+    tmp_path: Path, slow_target: ThreadedBackend
 ) -> None:
     # `make test` installs nfork, console script included.
     assert NFORK.exists(), f"{NFORK} missing: run the suite through make test"
     path = tmp_path / "traffic.jsonl"
     write_recording(path, [recorded(f"/{n}", 100.0 + n) for n in range(100)])
-    port = slow_target.server_address[1]
+    port = slow_target.port
     process = subprocess.Popen(
         [str(NFORK), "replay", str(path), "--to", f"http://127.0.0.1:{port}"],
         stdout=subprocess.PIPE,
@@ -610,7 +547,7 @@ def test_ctrl_c_stops_the_command_with_the_summary(
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        assert _SlowHandler.first.wait(15), "the replay sent nothing"
+        assert slow_target.arrived.wait(15), "the replay sent nothing"
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=15)
     finally:
