@@ -8,7 +8,6 @@ and answers with.  A third-party plugin needs nothing else from nfork.
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -19,6 +18,7 @@ from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface
 
 from nfork.config import OUTBOUND_KEYS, ConfigError, OutboundConfig
+from nfork.config.errors import config_error, unknown_key
 from nfork.proxy.client import HTTPClientPool
 from nfork.proxy.messages import CopyDropped, ProxyRequest, ProxyResponse
 
@@ -148,15 +148,8 @@ def check_option_names(config: OutboundConfig, known: Iterable[str]) -> None:
     """
     names = [*OUTBOUND_KEYS, *known]
     for key in config.options:
-        if key in names:
-            continue
-        by_lower = {name.lower(): name for name in names}
-        close = difflib.get_close_matches(key[:100].lower(), by_lower, n=1)
-        if close:
-            hint = f'did you mean "{by_lower[close[0]]}"?'
-        else:
-            hint = "valid keys: " + ", ".join(f'"{name}"' for name in names)
-        raise ConfigError(f'unknown key "{key}" ({hint})', key=key)
+        if key not in names:
+            raise unknown_key(key, names)
 
 
 def integer_option(
@@ -168,7 +161,7 @@ def integer_option(
     """
     value = config.options.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(
+        raise config_error(
             f"expected an integer of at least {minimum}, got {json.dumps(value)}",
             key=key,
         )
@@ -182,5 +175,5 @@ def string_option(config: OutboundConfig, key: str, default: str) -> str:
     """
     value = config.options.get(key, default)
     if not isinstance(value, str):
-        raise ConfigError(f"expected a string, got {json.dumps(value)}", key=key)
+        raise config_error(f"expected a string, got {json.dumps(value)}", key=key)
     return value

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping
 
 from twisted.plugin import getPlugins
 
-from nfork.config import ConfigError, InboundConfig, OutboundConfig
+from nfork.config import InboundConfig, OutboundConfig
+from nfork.config.errors import config_error, plugin_error_context, quote
 from nfork.outbounds.api import (
     IOutboundFactory,
     IOutboundValidator,
@@ -43,27 +44,18 @@ def factory_for(
     """
     factory = factories.get(config.address.scheme)
     if factory is None:
-        known = ", ".join(sorted(factories))
-        raise ConfigError(
-            f'inbound "{inbound}": outbound "{config.name}": key "addr": '
-            f'unknown address scheme "{config.address.scheme}" '
-            f"(available: {known})",
+        raise config_error(
+            f"unknown address scheme {quote(config.address.scheme)} "
+            f"(available: {', '.join(sorted(factories))})",
             inbound=inbound,
             outbound=config.name,
             key="addr",
         )
-    try:
+    with plugin_error_context(inbound, config.name):
         if IOutboundValidator.providedBy(factory):
             IOutboundValidator(factory).validate(config)
         else:
             check_option_names(config, ())
-    except ConfigError as e:
-        where = f'inbound "{inbound}": outbound "{config.name}": '
-        if e.key is not None and f'"{e.key}"' not in e.problem:
-            where += f'key "{e.key}": '
-        raise ConfigError(
-            where + e.problem, inbound=inbound, outbound=config.name, key=e.key
-        ) from None
     return factory
 
 
@@ -81,12 +73,12 @@ def check_inbound(
     for out in config.outbounds:
         factory = factory_for(config.name, out, factories)
         if out.name == config.active and not factory.gives_response:
-            raise ConfigError(
-                f'inbound "{config.name}": key "active": outbound '
-                f'"{out.name}" ({out.address.scheme}://) gives no HTTP '
-                "response and cannot be active",
+            raise config_error(
+                f"outbound {quote(out.name)} ({out.address.scheme}://) gives no "
+                "HTTP response and cannot be active",
                 inbound=config.name,
                 outbound=out.name,
+                mention_outbound=False,
                 key="active",
             )
         chosen[out.name] = factory
