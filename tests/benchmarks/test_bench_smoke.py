@@ -2,10 +2,11 @@
 
 C{make bench} itself is not part of C{make test}.  Here its parsing and
 reporting run on recorded wrk output, its mute Python backend serves real
-requests, and its nfork configs go through nfork's own loader.  On a machine
+requests, and its nfork configs go through nfork's own loader.  Without wrk
+the harness must refuse to run and say exactly what to install.  On a machine
 with wrk and nginx (and nginx's echo module), a 1-second run of three
-scenarios goes through every code path end to end; without them, the harness
-must refuse to run and say exactly what to install.
+scenarios goes through every code path end to end; without them, the tests
+that need them are skipped, with the install line as the reason.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ from benchmarks.stack import (
     Received,
     nfork_config,
 )
-from benchmarks.tools import INSTALL_COMMAND, find_tools
+from benchmarks.tools import INSTALL_COMMAND, Tools, find_tools
 from nfork.config import load_config
+from tests.support.waiting import poll_until
 
 # Recorded from wrk 4.1.0 (Debian bookworm) against nginx.
 WRK_FAST = """\
@@ -376,14 +378,15 @@ def test_mute_backend_counts_requests_and_never_answers(tmp_path: Path) -> None:
     assert all(p.popen.returncode is not None for p in processes)
 
 
-def test_nginx_backends_answer_at_once_or_after_the_delay(tmp_path: Path) -> None:
-    """On a machine with nginx and its echo module; else the tools are named."""
-    tools = find_tools()
-    if tools.nginx is None or tools.echo_module is None:
-        assert tools.missing and INSTALL_COMMAND in tools.message()
-        return
+def test_nginx_backends_answer_at_once_or_after_the_delay(
+    tmp_path: Path, nginx_tools: Tools
+) -> None:
+    """Needs nginx and its echo module (skipped without them)."""
+    assert nginx_tools.nginx is not None and nginx_tools.echo_module is not None
     supervisor = Supervisor(tmp_path)
-    backends = Backends(supervisor, tools.nginx, tools.echo_module, slow_delay=0.3)
+    backends = Backends(
+        supervisor, nginx_tools.nginx, nginx_tools.echo_module, slow_delay=0.3
+    )
     try:
         backends.start(["fast1", "slow"])
         for name, least, most in (("fast1", 0.0, 0.2), ("slow", 0.29, 2.0)):
@@ -406,9 +409,7 @@ def test_nginx_backends_answer_at_once_or_after_the_delay(tmp_path: Path) -> Non
             received = backends.received()
             return {name: received[name] for name in expected}
 
-        deadline = time.monotonic() + 5
-        while counts() != expected and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll_until(lambda: counts() == expected, timeout=5)
         assert counts() == expected
     finally:
         supervisor.stop_all()
@@ -427,19 +428,18 @@ def test_backend_exits_when_the_harness_goes(tmp_path: Path) -> None:
     backend.stdout.close()
 
 
-def test_benchmark_runs_or_says_what_to_install(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_benchmark_runs_three_scenarios_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bench_tools: Tools
 ) -> None:
-    """A 1-second run of scenarios 1, 4 and 6.5: nfork, nginx, every backend."""
+    """A 1-second run of scenarios 1, 4 and 6.5: nfork, nginx, every backend.
+
+    Needs wrk, nginx and its echo module (skipped without them); the
+    refusal without them is test_harness_refuses_to_run_without_wrk.
+    """
     argv = ["--scenarios", "1,4,6.5", "--rounds", "1", "--duration", "1"]
     argv += ["--results-dir", str(tmp_path)]
     code = run.main(argv)
     out, err = capsys.readouterr()
-    if find_tools().missing:
-        assert code == 2
-        assert INSTALL_COMMAND in err
-        assert list(tmp_path.iterdir()) == []
-        return
     assert code == 0, err
     (path,) = tmp_path.glob("bench-*.json")
     document = json.loads(path.read_text())
