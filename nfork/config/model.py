@@ -169,9 +169,9 @@ class OutboundConfig:
     scheme other than http(s) (e.g. a sink's C{maxBytes}); checked by it."""
 
     def __attrs_post_init__(self) -> None:
-        # A bad name is a bad key of the inbound's "out", shown as such.
-        _check_name(self.name, "outbound", key="out")
         with error_context(outbound=self.name):
+            # A bad name is a bad key of the inbound's "out", shown as such.
+            _check_name(self.name, "outbound", key="out")
             for key in self.options:
                 if key in OUTBOUND_KEYS:
                     raise config_error(
