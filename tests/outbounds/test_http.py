@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Coroutine
 from typing import Any
 
@@ -10,29 +9,28 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from nfork.config import InboundConfig, load_config
+from nfork.config import InboundConfig
 from nfork.control.controller import Controller
 from nfork.outbounds.api import IOutboundFactory
 from nfork.outbounds.http import HTTPOutbound, HTTPOutboundFactory
 from nfork.proxy.client import HTTPClientPool, Target
+from tests.support.configs import inbound_json, load_inbounds
 
-BACKEND = Target("http", "10.0.0.2", 8080, b"backend:8080")
+BACKEND = Target("http", "127.0.0.2", 8080, b"backend:8080")
+"""The memory reactor never connects: no traffic leaves the test."""
 
 
 def inbounds(*idle_conns: tuple[str, int]) -> tuple[InboundConfig, ...]:
     """Inbounds C{(name, idleConn)}, each forking to the same two backends."""
-    return load_config(
-        json.dumps(
-            [
-                {
-                    "name": name,
-                    "listen": f"127.0.0.1:{9080 + i}",
-                    "out": {"prod": "10.0.0.2:8080", "shadow": "10.0.0.3:8080"},
-                    "active": "prod",
-                    "idleConn": idle_conn,
-                }
-                for i, (name, idle_conn) in enumerate(idle_conns)
-            ]
+    return load_inbounds(
+        *(
+            inbound_json(
+                name,
+                f"127.0.0.1:{9080 + i}",
+                out={"prod": "127.0.0.2:8080", "shadow": "127.0.0.3:8080"},
+                idleConn=idle_conn,
+            )
+            for i, (name, idle_conn) in enumerate(idle_conns)
         )
     )
 

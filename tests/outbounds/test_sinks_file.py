@@ -6,8 +6,6 @@ import base64
 import errno
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from nfork.config import ConfigError, load_config, parse_outbound
+from nfork.config import ConfigError, parse_outbound
 from nfork.outbounds.api import IOutbound, IOutboundFactory, IOutboundValidator
 from nfork.outbounds.registry import factory_for
 from nfork.outbounds.sinks import SinkClosed
@@ -34,15 +32,10 @@ from nfork.outbounds.sinks.file import (
 from nfork.proxy.fork import InboundFork, OutboundRoute, Routing
 from nfork.proxy.messages import CopyDropped, ProxyRequest
 from nfork.proxy.stats import OutboundStats
+from tests.support.configs import inbound_config
 from tests.support.fakes import FakeOutbound
+from tests.support.files import temp_dir
 from tests.support.inbound_client import InboundClient
-
-
-def temp_dir(case: Any) -> Path:
-    """A fresh directory outside the work tree, removed after the test."""
-    path = Path(tempfile.mkdtemp(prefix="nfork-test-"))
-    case.addCleanup(shutil.rmtree, path, True)
-    return path
 
 
 def request(n: int = 0, body: bytes = b"", method: bytes = b"POST") -> ProxyRequest:
@@ -132,7 +125,7 @@ class FileSinkTests(SynchronousTestCase):
     def test_a_full_buffer_is_written_without_waiting(self) -> None:
         sink = self.sink(flush_bytes=1000)
         sent = 0
-        while not self.path.read_bytes():
+        while not self.path.read_bytes() and sent < 5:
             sink.send(request(sent, body=b"x" * 100), False)
             sent += 1
         self.assertLess(sent, 5)
@@ -277,18 +270,7 @@ class FailureTests(SynchronousTestCase):
 
     def inbound_with(self, sink: FileSink) -> tuple[Any, OutboundStats]:
         """An inbound whose shadow is C{sink}, and the sink's stats."""
-        config = load_config(
-            json.dumps(
-                [
-                    {
-                        "name": "foo",
-                        "listen": "127.0.0.1:0",
-                        "out": {"prod": "127.0.0.1:1", "rec": "file:///unused"},
-                        "active": "prod",
-                    }
-                ]
-            )
-        )[0]
+        config = inbound_config(out={"prod": "127.0.0.1:1", "rec": "file:///unused"})
         prod = FakeOutbound()
         stats = OutboundStats(self.clock)
         active = OutboundRoute(config.outbounds[0], prod, OutboundStats(self.clock))

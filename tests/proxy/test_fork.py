@@ -6,70 +6,19 @@ Requests reach the fork through the inbound's real server protocol, in memory
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from nfork.config import InboundConfig, load_config
-from nfork.proxy.fork import InboundFork, OutboundRoute, Routing
-from nfork.proxy.stats import OutboundStats
-from tests.support.fakes import FakeOutbound
-from tests.support.inbound_client import InboundClient
+from tests.support.forks import Harness, fork_config
 
 URL = "http://inbound.example/api/items?x=1"
-
-
-def inbound_config(**overrides: Any) -> InboundConfig:
-    """One inbound forking to prod (active), staging and logging."""
-    obj: dict[str, Any] = {
-        "name": "foo",
-        "listen": "127.0.0.1:0",
-        "out": {
-            "prod": "127.0.0.1:8080",
-            "staging": "127.0.0.1:8081",
-            "logging": "127.0.0.1:8082",
-        },
-        "active": "prod",
-        "timeout": "100ms",
-    }
-    obj.update(overrides)
-    return load_config(json.dumps([obj]))[0]
-
-
-class Harness:
-    """An inbound fork over fake outbounds and a Clock, and a client to it."""
-
-    def __init__(self, config: InboundConfig) -> None:
-        self.clock = Clock()
-        self.outbounds = {out.name: FakeOutbound() for out in config.outbounds}
-        routes = {
-            out.name: OutboundRoute(
-                out, self.outbounds[out.name], OutboundStats(self.clock)
-            )
-            for out in config.outbounds
-        }
-        self.routes = routes
-        routing = Routing(
-            config,
-            routes[config.active],
-            tuple(r for n, r in routes.items() if n != config.active),
-        )
-        self.fork = InboundFork(routing, self.clock)
-        # Any: treq types C{headers} as an invariant dict of bytes | str.
-        self.stub: Any = InboundClient(self.fork)
-
-    def __getitem__(self, name: str) -> FakeOutbound:
-        return self.outbounds[name]
 
 
 class ForkingTests(SynchronousTestCase):
     """Every request goes to every outbound; the active one answers."""
 
     def setUp(self) -> None:
-        self.h = Harness(inbound_config())
+        self.h = Harness(fork_config())
 
     def test_request_is_copied_to_every_outbound(self) -> None:
         self.h.stub.request("PUT", URL, data=b"payload", headers={"X-Test": "yes"})
@@ -148,7 +97,7 @@ class TimeoutTests(SynchronousTestCase):
     """The inbound timeout applies to every outbound."""
 
     def setUp(self) -> None:
-        self.h = Harness(inbound_config(timeoutCode=504))
+        self.h = Harness(fork_config(timeoutCode=504))
 
     def test_active_timeout_answers_timeout_code(self) -> None:
         d = self.h.stub.get(URL)
@@ -184,7 +133,7 @@ class TimeoutTests(SynchronousTestCase):
 
     def test_per_outbound_timeout_overrides_inbound(self) -> None:
         h = Harness(
-            inbound_config(
+            fork_config(
                 out={
                     "prod": "127.0.0.1:1",
                     "slow": {"addr": "127.0.0.1:2", "timeout": "2s"},
@@ -203,7 +152,7 @@ class ErrorTests(SynchronousTestCase):
     """Failures of the active outbound map to the configured status codes."""
 
     def test_refused_active_answers_error_code(self) -> None:
-        h = Harness(inbound_config())
+        h = Harness(fork_config())
         d = h.stub.get(URL)
         h["prod"].last.fail(ConnectionRefusedError("nobody home"))
         h.stub.flush()
@@ -217,14 +166,14 @@ class ErrorTests(SynchronousTestCase):
         )
 
     def test_error_code_is_configurable(self) -> None:
-        h = Harness(inbound_config(errorCode=500))
+        h = Harness(fork_config(errorCode=500))
         d = h.stub.get(URL)
         h["prod"].last.fail(ConnectionRefusedError())
         h.stub.flush()
         self.assertEqual(self.successResultOf(d).code, 500)
 
     def test_body_over_max_body_is_refused_without_contacting_outbounds(self) -> None:
-        h = Harness(inbound_config(maxBody=10))
+        h = Harness(fork_config(maxBody=10))
         d = h.stub.post(URL, data=b"x" * 11)
         h.stub.flush()
         self.assertEqual(self.successResultOf(d).code, 413)
@@ -232,7 +181,7 @@ class ErrorTests(SynchronousTestCase):
             self.assertEqual(outbound.sent, [])
 
     def test_body_at_max_body_is_forwarded(self) -> None:
-        h = Harness(inbound_config(maxBody=10))
+        h = Harness(fork_config(maxBody=10))
         h.stub.post(URL, data=b"x" * 10)
         self.assertEqual(h["prod"].last.request.body, b"x" * 10)
 
@@ -241,7 +190,7 @@ class HeaderTests(SynchronousTestCase):
     """Hop-by-hop headers are dropped in both directions; others pass."""
 
     def test_hop_by_hop_request_headers_are_dropped(self) -> None:
-        h = Harness(inbound_config())
+        h = Harness(fork_config())
         h.stub.get(
             URL,
             headers={
@@ -272,7 +221,7 @@ class HeaderTests(SynchronousTestCase):
         self.assertEqual(headers[b"X-Forwarded-For"], b"10.0.0.1, 127.0.0.1")
 
     def test_hop_by_hop_response_headers_are_dropped(self) -> None:
-        h = Harness(inbound_config())
+        h = Harness(fork_config())
         d = h.stub.get(URL)
         h["prod"].last.answer(
             200,
@@ -300,7 +249,7 @@ class ShadowSelectionTests(SynchronousTestCase):
 
     def test_methods_limit_what_a_shadow_receives(self) -> None:
         h = Harness(
-            inbound_config(
+            fork_config(
                 out={
                     "prod": "127.0.0.1:1",
                     "safe": {"addr": "127.0.0.1:2", "methods": ["GET"]},
@@ -314,7 +263,7 @@ class ShadowSelectionTests(SynchronousTestCase):
 
     def test_sample_is_deterministic_per_request_id(self) -> None:
         h = Harness(
-            inbound_config(
+            fork_config(
                 out={
                     "prod": "127.0.0.1:1",
                     "some": {"addr": "127.0.0.1:2", "sample": 0.5},
@@ -331,7 +280,7 @@ class ShadowSelectionTests(SynchronousTestCase):
 
     def test_max_inflight_sheds_shadow_copies_not_active(self) -> None:
         h = Harness(
-            inbound_config(
+            fork_config(
                 out={
                     "prod": "127.0.0.1:1",
                     "slow": {"addr": "127.0.0.1:2", "maxInflight": 2},
@@ -352,7 +301,7 @@ class AdaptiveLimitTests(SynchronousTestCase):
 
     def test_timeouts_shrink_the_limit_and_answers_restore_it(self) -> None:
         h = Harness(
-            inbound_config(
+            fork_config(
                 out={
                     "prod": "127.0.0.1:1",
                     "mute": {"addr": "127.0.0.1:2", "maxInflight": 8},

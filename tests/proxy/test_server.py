@@ -18,8 +18,8 @@ from nfork.proxy.server import (
     InboundProtocol,
     InboundServerFactory,
 )
-from tests.proxy.test_fork import Harness, inbound_config
 from tests.support.fakes import FakeOutbound
+from tests.support.forks import Harness, fork_config
 
 GET = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -58,7 +58,7 @@ class LeanServerTests(SynchronousTestCase):
     """Requests are parsed, forked and answered in order on one connection."""
 
     def setUp(self) -> None:
-        self.h = Harness(inbound_config(maxBody=100))
+        self.h = Harness(fork_config(maxBody=100))
         self.prod: FakeOutbound = self.h["prod"]
         self.c = _Connection(self.h.fork, self.h.clock)
 
@@ -134,7 +134,7 @@ class LeanServerTests(SynchronousTestCase):
         self.assertTrue(self.c.closed)
 
     def test_idle_connection_is_closed(self) -> None:
-        self.h = Harness(inbound_config(timeout="1000s"))
+        self.h = Harness(fork_config(timeout="1000s"))
         self.prod = self.h["prod"]
         self.c = _Connection(self.h.fork, self.h.clock)
         self.c.send(GET)
