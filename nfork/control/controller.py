@@ -316,21 +316,30 @@ class Controller:
             idle_conn=config.idle_conn,
         )
         routes: dict[str, OutboundRoute] = {}
+        built: list[OutboundRoute] = []
         factories = check_inbound(config, self._factories)
-        for out in config.outbounds:
-            old = reusable.get(out.name)
-            if old is not None and old.config == out:
-                routes[out.name] = old
-                continue
-            factory = factories[out.name]
-            donor = donors.get(out.name)
-            if donor is not None and donor.config == out:
-                stats = donor.stats
-            else:
-                stats = OutboundStats(self._reactor, config.stats_window)
-            routes[out.name] = OutboundRoute(
-                config=out, outbound=factory.build(out, context), stats=stats
-            )
+        try:
+            for out in config.outbounds:
+                old = reusable.get(out.name)
+                if old is not None and old.config == out:
+                    routes[out.name] = old
+                    continue
+                factory = factories[out.name]
+                donor = donors.get(out.name)
+                if donor is not None and donor.config == out:
+                    stats = donor.stats
+                else:
+                    stats = OutboundStats(self._reactor, config.stats_window)
+                route = OutboundRoute(
+                    config=out, outbound=factory.build(out, context), stats=stats
+                )
+                routes[out.name] = route
+                built.append(route)
+        except BaseException:
+            # The change fails whole: what it built for nothing is released
+            # (connections, files, the pool's idle allowance).
+            self._close_routes(built)
+            raise
         return Routing(
             config=config,
             active=routes[config.active],

@@ -7,6 +7,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from nfork.config import ConfigError, InboundConfig, parse_outbound
 from nfork.control.controller import (
@@ -43,6 +44,25 @@ class ControllerTests(SynchronousTestCase):
         self.assertEqual(len(self.reactor.tcpServers), 1)
         self.assertEqual([c.name for c in self.controller.configs()], ["foo"])
         self.assertEqual(set(self.built), {"prod", "staging"})
+
+    def test_a_failed_build_closes_the_outbounds_it_built(self) -> None:
+        working = FakeFactory("http", self.built)
+
+        @implementer(IOutboundFactory)
+        class StagingFails:
+            scheme = "http"
+            gives_response = True
+
+            def build(self, config: Any, context: Any) -> Any:
+                if config.name == "staging":
+                    raise OSError("cannot open the sink")
+                return working.build(config, context)
+
+        self.controller.factories["http"] = StagingFails()
+        d = Deferred.fromCoroutine(self.controller.add_inbound(inbound_config()))
+        self.failureResultOf(d, OSError)
+        self.assertTrue(self.built["prod"].closed)
+        self.assertEqual(self.controller.configs(), ())
 
     def test_duplicate_name_is_a_conflict(self) -> None:
         self.add(inbound_config())
