@@ -38,18 +38,21 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from nfork.config import ConfigError, OutboundConfig
 from nfork.outbounds.api import (
+    ConfigError,
+    CopyDropped,
     IOutbound,
     IOutboundFactory,
     IOutboundValidator,
+    OutboundConfig,
     OutboundContext,
+    ProxyRequest,
+    ProxyResponse,
     check_option_names,
     integer_option,
 )
 from nfork.outbounds.sinks import SinkClosed
 from nfork.outbounds.sinks.records import encode_record
-from nfork.proxy.messages import CopyDropped, ProxyRequest, ProxyResponse
 
 __all__ = ["DEFAULT_BUFFER_LINES", "TCPSink", "TCPSinkFactory"]
 
