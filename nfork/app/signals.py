@@ -26,6 +26,7 @@ class SignalService(Service):
         self._reactor = reactor
         self._reload = reload
         self._previous: dict[int, Any] = {}
+        self._stopping = False
 
     def startService(self) -> None:
         # Installed at once, so that a signal arriving between the first
@@ -64,6 +65,12 @@ class SignalService(Service):
         self._reload()
 
     def _terminate(self) -> None:
+        if self._stopping:
+            # A second SIGTERM (a supervisor signalling the whole process
+            # group, an impatient operator): the drain is already under way.
+            self._log.info("SIGTERM received again: still draining")
+            return
         self._log.info("SIGTERM received: draining requests in flight, then exiting")
         if self._reactor.running:
+            self._stopping = True
             self._reactor.stop()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from twisted.application.service import IServiceCollection
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ReactorNotRunning
 from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python import usage
@@ -276,3 +276,36 @@ def test_signal_handlers_are_installed_at_start_and_restored_at_stop() -> None:
     finally:
         service.stopService()
     assert signals.getsignal(signals.SIGHUP) is before
+
+
+def test_a_second_sigterm_while_draining_stops_the_reactor_once() -> None:
+    import signal as signals
+
+    from nfork.app.signals import SignalService
+
+    class Reactor(MemoryReactorClock):
+        stops = 0
+
+        def callFromThread(self, f: Any, *args: Any) -> None:
+            self.callLater(0, f, *args)
+
+        def stop(self) -> None:
+            # The real reactor stays "running" while it shuts down, and a
+            # second stop() raises ReactorNotRunning.
+            self.stops += 1
+            if self.stops > 1:
+                raise ReactorNotRunning()
+
+    reactor = Reactor()
+    reactor.running = True
+    service = SignalService(reactor)
+    service.startService()
+    try:
+        handler = signals.getsignal(signals.SIGTERM)
+        assert callable(handler)
+        handler(signals.SIGTERM, None)
+        handler(signals.SIGTERM, None)
+        reactor.advance(0)
+        assert reactor.stops == 1
+    finally:
+        service.stopService()
