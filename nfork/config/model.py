@@ -27,6 +27,7 @@ from nfork.config.errors import (
 )
 
 __all__ = [
+    "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_ERROR_CODE",
     "DEFAULT_IDLE_CONN",
     "DEFAULT_MAX_BODY",
@@ -34,6 +35,12 @@ __all__ = [
     "DEFAULT_STATS_WINDOW",
     "DEFAULT_TIMEOUT",
     "DEFAULT_TIMEOUT_CODE",
+    "DEFAULT_WRITE_TIMEOUT",
+    "ERROR_STATUS_RANGE",
+    "MAX_BODY_LIMIT",
+    "MAX_CONNECTIONS_LIMIT",
+    "MAX_IDLE_CONN",
+    "MAX_INFLIGHT_LIMIT",
     "OUTBOUND_KEYS",
     "SAMPLE_RANGE",
     "InboundConfig",
@@ -49,6 +56,22 @@ DEFAULT_IDLE_CONN = 64
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
 DEFAULT_STATS_WINDOW = 1.0
 DEFAULT_MAX_INFLIGHT = 1000
+DEFAULT_BODY_TIMEOUT = 60.0
+"""Seconds a client has to send a whole request body, once its head is in."""
+DEFAULT_WRITE_TIMEOUT = 60.0
+"""Seconds a client may leave its unsent answers unread before it is cut off."""
+MAX_CONNECTIONS_LIMIT = 1_000_000
+"""The largest C{maxConnections}: each client connection is a descriptor."""
+
+MAX_IDLE_CONN = 10_000
+"""The largest C{idleConn}: idle sockets kept per backend host."""
+MAX_BODY_LIMIT = 1024 * 1024 * 1024
+"""The largest C{maxBody} (1 GiB): a request body is held in memory."""
+MAX_INFLIGHT_LIMIT = 100_000
+"""The largest C{maxInflight}: each copy in flight holds its request."""
+ERROR_STATUS_RANGE = (400, 599)
+"""C{timeoutCode} and C{errorCode}: an error status, which may carry a body
+(a 1xx, 204 or 304 with a body is a malformed answer)."""
 
 OUTBOUND_KEYS = ("addr", "sample", "methods", "timeout", "maxInflight")
 """The keys of an outbound object nfork handles itself; plugins take the others."""
@@ -99,9 +122,13 @@ def _check_duration(value: float, key: str) -> None:
         )
 
 
-def _check_positive(value: int, key: str) -> None:
+def _check_positive(value: int, key: str, maximum: int) -> None:
     if value <= 0:
         raise config_error(f"must be a positive integer, got {value}", key=key)
+    if value > maximum:
+        # describe() words a number too large to print ("a very large number").
+        given = str(value) if value < 10**30 else describe(value)
+        raise config_error(f"must be at most {maximum}, got {given}", key=key)
 
 
 def _format(seconds: float) -> str:
@@ -201,7 +228,7 @@ class OutboundConfig:
                         )
             if self.timeout is not None:
                 _check_duration(self.timeout, "timeout")
-            _check_positive(self.max_inflight, "maxInflight")
+            _check_positive(self.max_inflight, "maxInflight", MAX_INFLIGHT_LIMIT)
 
     def to_json(self) -> str | dict[str, Any]:
         """The JSON value for C{out}: the address alone unless an option is set."""
@@ -245,6 +272,13 @@ class InboundConfig:
     """Largest request body accepted, in bytes."""
     stats_window: float = DEFAULT_STATS_WINDOW
     """Seconds per stats window."""
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    """Seconds a client has to send a request's whole body after its head."""
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT
+    """Seconds a client may read none of its pending answers before it is cut off."""
+    max_connections: int | None = None
+    """Client connections open at once; None: sized from the descriptor limit
+    (L{nfork.proxy.server.default_max_connections})."""
     name_given: bool = True
     """False when the name defaults to C{listen}."""
 
@@ -291,17 +325,25 @@ class InboundConfig:
                 ("timeoutCode", self.timeout_code),
                 ("errorCode", self.error_code),
             ):
-                if not 100 <= code <= 599:
+                low, high = ERROR_STATUS_RANGE
+                if not low <= code <= high:
                     raise config_error(
-                        f"must be an HTTP status code from 100 to 599, got {code}",
+                        f"must be an HTTP error status from {low} to {high}, "
+                        f"got {code}",
                         key=key,
                     )
-            for key, count in (
-                ("idleConn", self.idle_conn),
-                ("maxBody", self.max_body),
+            for key, count, maximum in (
+                ("idleConn", self.idle_conn, MAX_IDLE_CONN),
+                ("maxBody", self.max_body, MAX_BODY_LIMIT),
             ):
-                _check_positive(count, key)
+                _check_positive(count, key, maximum)
             _check_duration(self.stats_window, "statsWindow")
+            _check_duration(self.body_timeout, "bodyTimeout")
+            _check_duration(self.write_timeout, "writeTimeout")
+            if self.max_connections is not None:
+                _check_positive(
+                    self.max_connections, "maxConnections", MAX_CONNECTIONS_LIMIT
+                )
 
     def outbound(self, name: str) -> OutboundConfig | None:
         """The outbound called C{name}, or None."""
@@ -386,4 +428,10 @@ class InboundConfig:
             result["maxBody"] = self.max_body
         if self.stats_window != DEFAULT_STATS_WINDOW:
             result["statsWindow"] = format_duration(self.stats_window)
+        if self.body_timeout != DEFAULT_BODY_TIMEOUT:
+            result["bodyTimeout"] = format_duration(self.body_timeout)
+        if self.write_timeout != DEFAULT_WRITE_TIMEOUT:
+            result["writeTimeout"] = format_duration(self.write_timeout)
+        if self.max_connections is not None:
+            result["maxConnections"] = self.max_connections
         return result

@@ -511,6 +511,40 @@ RULES: list[tuple[str, object, tuple[str, ...]]] = [
         ),
     ),
     (
+        "outbound_max_inflight_too_large",
+        [with_staging({"addr": "h:1", "maxInflight": 1_000_000})],
+        (
+            'inbound "foo"',
+            'outbound "staging"',
+            'key "maxInflight"',
+            "must be at most 100000, got 1000000",
+        ),
+    ),
+    (
+        "max_body_too_large",
+        [inbound_obj(maxBody=2**31)],
+        (
+            'inbound "foo"',
+            'key "maxBody"',
+            "must be at most 1073741824, got 2147483648",
+        ),
+    ),
+    (
+        "idle_conn_too_large",
+        [inbound_obj(idleConn=10**40)],
+        ('inbound "foo"', 'key "idleConn"', "at most 10000, got a very large number"),
+    ),
+    (
+        "timeout_code_without_body",
+        [inbound_obj(timeoutCode=204)],
+        ('inbound "foo"', 'key "timeoutCode"', "error status from 400 to 599, got 204"),
+    ),
+    (
+        "error_code_informational",
+        [inbound_obj(errorCode=101)],
+        ('inbound "foo"', 'key "errorCode"', "from 400 to 599, got 101"),
+    ),
+    (
         "outbound_max_inflight_float",
         [with_staging({"addr": "h:1", "maxInflight": 1.5})],
         (
@@ -575,7 +609,7 @@ RULES: list[tuple[str, object, tuple[str, ...]]] = [
     (
         "timeout_code_out_of_range",
         [inbound_obj(timeoutCode=600)],
-        ('inbound "foo"', 'key "timeoutCode"', "from 100 to 599, got 600"),
+        ('inbound "foo"', 'key "timeoutCode"', "from 400 to 599, got 600"),
     ),
     (
         "timeout_code_bool",
@@ -594,7 +628,7 @@ RULES: list[tuple[str, object, tuple[str, ...]]] = [
     (
         "error_code_out_of_range",
         [inbound_obj(errorCode=99)],
-        ('inbound "foo"', 'key "errorCode"', "from 100 to 599, got 99"),
+        ('inbound "foo"', 'key "errorCode"', "from 400 to 599, got 99"),
     ),
     (
         "idle_conn_zero",
@@ -966,7 +1000,7 @@ outbound_values = mostly(
                 ),
                 "timeout": mostly(good_durations, bad_durations | junk),
                 "maxInflight": mostly(
-                    st.integers(1, 10**6), st.integers(max_value=0) | junk
+                    st.integers(1, 10**5), st.integers(max_value=0) | junk
                 ),
             },
         ),
@@ -976,10 +1010,10 @@ outbound_values = mostly(
 optional_inbound_values = {
     "name": mostly(good_names | st.just("foo"), bad_names | junk),
     "timeout": mostly(good_durations, bad_durations | junk),
-    "timeoutCode": mostly(st.integers(100, 599), st.integers() | junk),
-    "errorCode": mostly(st.integers(100, 599), st.integers() | junk),
+    "timeoutCode": mostly(st.integers(400, 599), st.integers() | junk),
+    "errorCode": mostly(st.integers(400, 599), st.integers() | junk),
     "idleConn": mostly(st.integers(1, 1000), st.integers(max_value=0) | junk),
-    "maxBody": mostly(st.integers(1, 2**40), st.integers(max_value=0) | junk),
+    "maxBody": mostly(st.integers(1, 2**30), st.integers(max_value=0) | junk),
     "statsWindow": mostly(good_durations, bad_durations | junk),
 }
 listens = st.sampled_from(

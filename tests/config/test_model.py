@@ -116,6 +116,6 @@ def test_an_inbound_checks_its_counts_and_codes() -> None:
     with pytest.raises(ConfigError) as caught:
         InboundConfig("foo", ":1", "tcp:1", outbounds, "a", error_code=600)
     assert str(caught.value) == (
-        'inbound "foo": key "errorCode": must be an HTTP status code from 100 to '
+        'inbound "foo": key "errorCode": must be an HTTP error status from 400 to '
         "599, got 600"
     )

@@ -746,7 +746,7 @@ names = mostly(
 inbound_options = {
     "name": one_of(["x", "y", "z"], ["", "stats", "a b"]),
     "timeout": one_of(["1s", "100ms"], ["0s", "10x"]),
-    "timeoutCode": mostly(st.integers(100, 599), st.integers()),
+    "timeoutCode": mostly(st.integers(400, 599), st.integers()),
     "idleConn": mostly(st.integers(1, 100), st.integers()),
     "maxBody": mostly(st.integers(1, 100), st.integers()),
     "statsWindow": one_of(["1s", "1m"], ["-1s"]),
