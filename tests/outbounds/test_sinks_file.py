@@ -24,9 +24,11 @@ from nfork.outbounds.sinks import SinkClosed
 from nfork.outbounds.sinks.file import (
     FileSink,
     FileSinkFactory,
+    OutsideSinkDir,
     RotatingFile,
     SinkUnavailable,
     WriteFailed,
+    check_sink_dir,
     thread_runner,
 )
 from nfork.proxy.fork import InboundFork, OutboundRoute, Routing
@@ -253,6 +255,17 @@ class RotationTests(SynchronousTestCase):
         self.assertEqual((self.dir / "traffic.jsonl.1").read_bytes(), b"x" * 20 + b"\n")
         self.assertEqual(self.path.read_bytes(), b"end\n")
 
+    def test_every_file_is_created_for_nfork_alone(self) -> None:
+        # Recorded requests carry credentials: 0600 even with a lax umask.
+        old = os.umask(0)
+        self.addCleanup(os.umask, old)
+        writer = RotatingFile(str(self.path), max_bytes=10, backups=1)
+        writer.write_lines([b"a" * 9 + b"\n", b"b" * 9 + b"\n"])
+        writer.close()
+        for name in ("traffic.jsonl", "traffic.jsonl.1"):
+            mode = os.stat(self.dir / name).st_mode & 0o777
+            self.assertEqual(mode, 0o600, f"{name}: {mode:o}")
+
     def test_a_write_error_says_how_many_lines_were_written(self) -> None:
         writer = RotatingFile(str(self.dir / "missing" / "traffic.jsonl"))
         with pytest.raises(WriteFailed) as caught:
@@ -403,6 +416,10 @@ class FactoryTests(SynchronousTestCase):
             ({"maxbytes": 1}, 'unknown key "maxbytes" (did you mean "maxBytes"?)'),
             ({"sampel": 0.5}, 'unknown key "sampel" (did you mean "sample"?)'),
             ({"zzz": 1}, 'unknown key "zzz" (valid keys: "addr", "sample"'),
+            ({"bufferLines": 10**7}, 'key "bufferLines": must be at most 1000000, '),
+            ({"backups": 5000}, 'key "backups": must be at most 1000, got 5000'),
+            ({"maxBytes": 2**41}, 'key "maxBytes": must be at most 1099511627776'),
+            ({"maxBytes": 10**40}, "got a very large number"),
         ]
         for options, expected in cases:
             with pytest.raises(ConfigError) as caught:
@@ -431,3 +448,56 @@ class FactoryTests(SynchronousTestCase):
     def test_without_threads_writes_are_inline(self) -> None:
         result = self.successResultOf(thread_runner(Clock())(lambda x: x + 1, 1))
         self.assertEqual(result, 2)
+
+
+class SinkDirTests(SynchronousTestCase):
+    """Where a sink asked for through the control API may write."""
+
+    def setUp(self) -> None:
+        self.top = temp_dir(self)
+        self.sinks = self.top / "sinks"
+        self.sinks.mkdir()
+        self.outside = self.top / "precious"
+        self.outside.write_text("keep me")
+
+    def refused(self, path: str, sink_dir: Path | None = None) -> str:
+        with pytest.raises(OutsideSinkDir) as caught:
+            check_sink_dir(path, str(sink_dir or self.sinks))
+        return str(caught.value)
+
+    def test_a_file_inside_the_directory_is_allowed(self) -> None:
+        check_sink_dir(f"{self.sinks}/new.jsonl", str(self.sinks))
+        (self.sinks / "old.jsonl").write_text("")
+        check_sink_dir(f"{self.sinks}/old.jsonl", str(self.sinks))
+        (self.sinks / "team").mkdir()
+        check_sink_dir(f"{self.sinks}/team/a.jsonl", str(self.sinks))
+        check_sink_dir(f"{self.sinks}/missing/a.jsonl", str(self.sinks))
+
+    def test_paths_outside_are_refused(self) -> None:
+        self.assertIn("not inside", self.refused(str(self.outside)))
+        self.assertIn("not inside", self.refused(f"{self.sinks}x/a.jsonl"))
+        self.assertIn("not inside", self.refused("/etc/passwd"))
+        self.assertIn("'..'", self.refused(f"{self.sinks}/../precious"))
+        self.assertIn("'..'", self.refused(f"{self.sinks}/./a.jsonl"))
+        self.assertIn("'..'", self.refused(f"{self.sinks}//a.jsonl"))
+
+    def test_symbolic_links_are_not_followed(self) -> None:
+        (self.sinks / "link").symlink_to(self.outside)
+        self.assertIn("symbolic link", self.refused(f"{self.sinks}/link"))
+        (self.sinks / "dir").symlink_to(self.top)
+        self.assertIn("symbolic link", self.refused(f"{self.sinks}/dir/precious"))
+        # Even a link that stays inside: nothing is resolved below the directory.
+        (self.sinks / "inner").symlink_to(self.sinks / "a.jsonl")
+        self.assertIn("symbolic link", self.refused(f"{self.sinks}/inner"))
+        self.assertEqual(self.outside.read_text(), "keep me")
+
+    def test_the_directory_itself_may_be_a_link(self) -> None:
+        alias = self.top / "alias"
+        alias.symlink_to(self.sinks)
+        check_sink_dir(f"{alias}/a.jsonl", str(alias))
+        check_sink_dir(f"{self.sinks}/a.jsonl", str(alias))
+
+    def test_only_regular_files(self) -> None:
+        (self.sinks / "sub").mkdir()
+        self.assertIn("not a regular file", self.refused(f"{self.sinks}/sub"))
+        self.assertIn("not inside", self.refused(str(self.sinks)))

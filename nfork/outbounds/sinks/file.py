@@ -62,11 +62,18 @@ from nfork.outbounds.sinks.records import encode_record
 __all__ = [
     "DEFAULT_BACKUPS",
     "DEFAULT_BUFFER_LINES",
+    "FILE_MODE",
+    "MAX_BACKUPS",
+    "MAX_BUFFER_LINES",
+    "MAX_FILE_BYTES",
     "FileSink",
     "FileSinkFactory",
+    "OutsideSinkDir",
     "RotatingFile",
     "SinkUnavailable",
     "WriteFailed",
+    "check_sink_dir",
+    "sink_path",
 ]
 
 _T = TypeVar("_T")
@@ -81,6 +88,15 @@ FLUSH_BYTES = 256 * 1024
 """Buffered bytes that are written at once, without waiting."""
 LOG_INTERVAL = 60.0
 """Seconds before the same write error is logged again."""
+FILE_MODE = 0o600
+"""Permissions of a sink file nfork creates: it holds recorded requests,
+credentials included, for nfork's user only."""
+MAX_BUFFER_LINES = 1_000_000
+"""The largest C{bufferLines}: the lines wait in memory."""
+MAX_BACKUPS = 1000
+"""The largest C{backups}: a rotation renames each of them."""
+MAX_FILE_BYTES = 1024**4
+"""The largest C{maxBytes} (1 TiB)."""
 
 BlockingRunner = Callable[..., Deferred[Any]]
 """Runs C{f(*args)} away from the reactor: C{run(f, *args) -> Deferred}."""
@@ -88,6 +104,10 @@ BlockingRunner = Callable[..., Deferred[Any]]
 
 class SinkUnavailable(Exception):
     """The sink refused a copy: its file cannot be written at the moment."""
+
+
+class OutsideSinkDir(Exception):
+    """A sink file asked for through the control API is not allowed where it is."""
 
 
 class WriteFailed(Exception):
@@ -130,7 +150,9 @@ class RotatingFile:
                 return
             self.close()
         fd = os.open(
-            self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
+            self.path,
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+            FILE_MODE,
         )
         try:
             info = os.fstat(fd)
@@ -459,15 +481,96 @@ class FileSink:
             )
 
 
+def _bounded_option(
+    config: OutboundConfig, key: str, default: int, minimum: int, maximum: int
+) -> int:
+    """The integer option C{key}, from C{minimum} to C{maximum}."""
+    value = integer_option(config, key, default, minimum=minimum)
+    if value > maximum:
+        given = str(value) if value < 10**30 else "a very large number"
+        raise ConfigError(f"must be at most {maximum}, got {given}", key=key)
+    return value
+
+
+def sink_path(config: OutboundConfig) -> str:
+    """The local path a C{file:///path} address names, percent-decoded.
+
+    @raise ConfigError: if the address is not C{file:///absolute/path}.
+    """
+    address = config.address
+    raw = address.raw
+    if address.host not in ("", "localhost") or address.port:
+        raise ConfigError(
+            f'expected "file:///absolute/path", got "{raw}" (a file:// '
+            "address names a local file: three slashes)",
+            key="addr",
+        )
+    if "?" in raw or "#" in raw:
+        raise ConfigError(
+            f'a file address cannot have a query or a fragment: "{raw}"',
+            key="addr",
+        )
+    path = unquote(address.path_prefix)
+    if not path.startswith("/") or path.endswith("/") or "\x00" in path:
+        raise ConfigError(
+            f'expected "file:///absolute/path/to/file.jsonl", got "{raw}"',
+            key="addr",
+        )
+    return path
+
+
+def check_sink_dir(path: str, sink_dir: str) -> None:
+    """Refuse a sink file C{path} that is not inside C{sink_dir}; blocking.
+
+    For sinks created through the control API: C{path} must be written
+    plainly (no C{.} or C{..} segment, no C{//}) and lie under C{sink_dir}
+    (as given, or as its symbolic links resolve); from there down, no
+    existing segment may be a symbolic link, and an existing file must be a
+    regular one.  Rotation then only renames or removes files of that
+    directory.  Reads the file system: call it in a thread.
+
+    @raise OutsideSinkDir: saying why.
+    """
+    if os.path.normpath(path) != path or path.startswith("//"):
+        raise OutsideSinkDir(
+            f"{path} is not a plain absolute path (no '.', '..' or '//' segments)"
+        )
+    given = os.path.normpath(os.path.abspath(sink_dir))
+    real = os.path.realpath(given)
+    relative: str | None = None
+    for root in (given, real):
+        prefix = root.rstrip("/") + "/"
+        if path.startswith(prefix) and len(path) > len(prefix):
+            relative = path[len(prefix) :]
+            break
+    if relative is None:
+        raise OutsideSinkDir(f"{path} is not inside the sink directory {given}")
+    current = real
+    for segment in relative.split("/"):
+        current = os.path.join(current, segment)
+        try:
+            info = os.lstat(current)
+        except FileNotFoundError:
+            return  # created on the first write, inside the directory
+        except OSError as e:
+            raise OutsideSinkDir(f"cannot check {path}: {e.strerror or e}") from None
+        if stat.S_ISLNK(info.st_mode):
+            raise OutsideSinkDir(
+                f"{path} goes through a symbolic link ({current}): not followed"
+            )
+    if not stat.S_ISREG(info.st_mode):
+        raise OutsideSinkDir(f"{path} exists and is not a regular file")
+
+
 @implementer(IOutboundFactory, IOutboundValidator)
 @frozen
 class FileSinkFactory:
     """Builds L{FileSink}s for C{file:///path} addresses.
 
     Options: C{maxBytes} (rotate before a file grows past it; 0, the
-    default: never), C{backups} (rotated files kept, default 5) and
-    C{bufferLines} (lines waiting for the disk beyond which copies are
-    dropped, default 10000).
+    default: never; at most 1 TiB), C{backups} (rotated files kept, default
+    5, at most 1000) and C{bufferLines} (lines waiting for the disk beyond
+    which copies are dropped, default 10000, at most 1000000).
     """
 
     scheme: str = "file"
@@ -475,39 +578,18 @@ class FileSinkFactory:
 
     def validate(self, config: OutboundConfig) -> None:
         """Check the address (an absolute local path) and the options."""
-        self._path(config)
+        sink_path(config)
         check_option_names(config, ("maxBytes", "backups", "bufferLines"))
-        integer_option(config, "maxBytes", 0, minimum=0)
-        integer_option(config, "backups", DEFAULT_BACKUPS, minimum=0)
-        integer_option(config, "bufferLines", DEFAULT_BUFFER_LINES, minimum=1)
-
-    @staticmethod
-    def _path(config: OutboundConfig) -> str:
-        address = config.address
-        raw = address.raw
-        if address.host not in ("", "localhost") or address.port:
-            raise ConfigError(
-                f'expected "file:///absolute/path", got "{raw}" (a file:// '
-                "address names a local file: three slashes)",
-                key="addr",
-            )
-        if "?" in raw or "#" in raw:
-            raise ConfigError(
-                f'a file address cannot have a query or a fragment: "{raw}"',
-                key="addr",
-            )
-        path = unquote(address.path_prefix)
-        if not path.startswith("/") or path.endswith("/") or "\x00" in path:
-            raise ConfigError(
-                f'expected "file:///absolute/path/to/file.jsonl", got "{raw}"',
-                key="addr",
-            )
-        return path
+        _bounded_option(config, "maxBytes", 0, 0, MAX_FILE_BYTES)
+        _bounded_option(config, "backups", DEFAULT_BACKUPS, 0, MAX_BACKUPS)
+        _bounded_option(
+            config, "bufferLines", DEFAULT_BUFFER_LINES, 1, MAX_BUFFER_LINES
+        )
 
     def build(self, config: OutboundConfig, context: OutboundContext) -> IOutbound:
         """A sink writing to the file, in the reactor's thread pool."""
         writer = RotatingFile(
-            self._path(config),
+            sink_path(config),
             max_bytes=integer_option(config, "maxBytes", 0),
             backups=integer_option(config, "backups", DEFAULT_BACKUPS),
         )
