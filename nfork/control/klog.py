@@ -103,20 +103,38 @@ class LogRing:
 
 
 class LogRingService(Service):
-    """Keeps C{ring} subscribed to the log publisher while the service runs."""
+    """Keeps C{ring} subscribed to the log publisher while the service runs.
+
+    It subscribes in L{privilegedStartService}, the first phase of twistd's
+    start: what the services after it log while listening (the warning of a
+    control API exposed without a token) is in the ring too.
+    """
 
     def __init__(
         self, ring: LogRing, publisher: LogPublisher = globalLogPublisher
     ) -> None:
         self.ring = ring
         self._publisher = publisher
+        self._subscribed = False
+
+    def privilegedStartService(self) -> None:
+        """Start recording log events, before any service listens."""
+        super().privilegedStartService()
+        self._subscribe()
 
     def startService(self) -> None:
-        """Start recording log events."""
+        """Start recording log events (if the privileged start did not)."""
         super().startService()
-        self._publisher.addObserver(self.ring)
+        self._subscribe()
 
     def stopService(self) -> None:
         """Stop recording log events."""
         super().stopService()
-        self._publisher.removeObserver(self.ring)
+        if self._subscribed:
+            self._subscribed = False
+            self._publisher.removeObserver(self.ring)
+
+    def _subscribe(self) -> None:
+        if not self._subscribed:
+            self._subscribed = True
+            self._publisher.addObserver(self.ring)

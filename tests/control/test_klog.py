@@ -127,3 +127,19 @@ def test_service_subscribes_the_ring_while_running() -> None:
     service.stopService()
     log.info("after")
     assert [r["text"] for r in ring.events()] == ["during"]
+
+
+def test_the_privileged_start_subscribes_once() -> None:
+    # twistd starts every service's privileged phase first: what a service
+    # logs while listening (a control API exposed without a token) is kept.
+    publisher = LogPublisher()
+    ring = LogRing()
+    service = LogRingService(ring, publisher)
+    log = Logger(namespace="t", observer=publisher)
+    service.privilegedStartService()
+    log.warn("while listening")
+    service.startService()
+    log.info("running")
+    service.stopService()
+    log.info("after")
+    assert [r["text"] for r in ring.events()] == ["while listening", "running"]
