@@ -3,9 +3,11 @@
 This is the proxy's hot path.  L{twisted.web.client.Agent} (and treq on top of
 it) measured at a fraction of the throughput of a minimal client protocol, and
 treq adds cookie handling and decompression, which would break transparency.
-So this module speaks HTTP/1.1 itself: requests are serialized in one
-C{b"".join} and one C{write}, responses are parsed by C{httptools}' llhttp
-binding, and connections are kept in a per-destination LIFO pool.
+So this module speaks HTTP/1.1 itself: a request's head is serialized in one
+C{b"".join} (with the body when it is small) and written at once; a larger
+body is written after it as the very object every outbound shares, never
+copied per outbound.  Responses are parsed by C{httptools}' llhttp binding,
+and connections are kept in a per-destination LIFO pool.
 
 Idle connections are kept per backend (scheme, host, port), which the
 outbounds of several inbounds may share: each outbound registers how many it
@@ -20,10 +22,21 @@ and body as the backend sent them.  The one exception is chunked transfer
 coding: the body is handed over de-chunked (trailers dropped), so the caller
 must drop C{Transfer-Encoding} and set C{Content-Length} when forwarding it.
 Content codings (gzip, ...) are never touched.
+
+Defences against a broken or hostile backend: an answer's head (status line
+and headers) larger than L{MAX_RESPONSE_HEAD} fails the request, at linear
+cost however the bytes trickle in; a C{Transfer-Encoding} other than exactly
+C{chunked}, or with C{Content-Length}, and a status code outside 100-599 fail
+it too.  A connection goes back to the pool only after the whole request was
+written and the whole answer read; bytes on an idle connection close it, and
+a connection that answered a C{HEAD} is never reused (a backend that wrongly
+sends a body could otherwise answer the next request with it).  Only
+idempotent requests are ever sent twice.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
@@ -31,7 +44,10 @@ from typing import Any
 from attrs import define, field, frozen
 from attrs.validators import in_
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+from OpenSSL import SSL
 from OpenSSL.SSL import Error as TLSError
+from service_identity import VerificationError
+from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone, NotConnectingError, UserError
 from twisted.internet.interfaces import (
@@ -44,28 +60,52 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.task import LoopingCall
+from twisted.internet.tcp import Connection
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from nfork.proxy.messages import Headers, ProxyResponse
 from nfork.proxy.transport import write_now
 
 __all__ = [
+    "MAX_RESPONSE_HEAD",
     "HTTPClientPool",
     "IdleAllowance",
     "IncompleteResponseError",
     "PoolClosedError",
     "ResponseError",
     "TLSContextFactory",
+    "TLSSettings",
     "Target",
+    "check_tls_settings",
+    "client_tls",
 ]
-
-TLSContextFactory = Callable[[str], IOpenSSLClientConnectionCreator]
-"""Builds the TLS settings for connections to one host name or IP address."""
 
 _BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
 """Methods that get C{Content-Length: 0} even with an empty body."""
+
+IDEMPOTENT_METHODS = frozenset(
+    (b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE")
+)
+"""RFC 9110 9.2.2: the only methods sent again after a reused connection
+died before any byte of the answer arrived."""
+
+MAX_RESPONSE_HEAD = 64 * 1024
+"""Bytes an answer's status line and headers (interim answers included) may
+take; beyond, the request fails."""
+
+_FEED_BATCH = 4096
+"""While a head is incomplete, later reads are held and handed to the parser
+together once they end the head or reach this size: httptools joins a header
+split across reads by concatenation, so feeding it a trickle of tiny reads
+would cost quadratic time."""
+
+_JOIN_BELOW = 16 * 1024
+"""Request bodies shorter than this are joined to the head and written in
+one write (one packet); longer ones are written after it as the caller's
+object, shared by every outbound instead of copied into each."""
 
 
 SURPLUS_IDLE_TIMEOUT = 10.0
@@ -96,6 +136,34 @@ class IncompleteResponseError(ResponseError):
 
 
 @frozen
+class TLSSettings:
+    """How connections to an C{https} backend are secured (the outbound's options).
+
+    By default the certificate is verified against the platform's trust
+    store, for the address's host name (or IP address), which is also sent
+    as SNI.
+    """
+
+    ca_file: str | None = None
+    """PEM file of the certificate authorities to trust instead of the
+    platform's."""
+    server_name: str | None = None
+    """The name sent as SNI and checked in the certificate, instead of the
+    address's host."""
+    client_cert: str | None = None
+    """PEM file of the client certificate (and its chain) to present."""
+    client_key: str | None = None
+    """PEM file of the client certificate's private key; by default the key
+    is read from C{client_cert}."""
+    insecure: bool = False
+    """Do not verify the backend's certificate at all."""
+
+
+TLSContextFactory = Callable[["Target"], IOpenSSLClientConnectionCreator]
+"""Builds the TLS client settings for connections to a target's backend."""
+
+
+@frozen
 class Target:
     """Where to send requests: a backend address plus how to address it."""
 
@@ -108,13 +176,145 @@ class Target:
     """Value of the C{Host} header, e.g. C{b"localhost:8080"}."""
     path_prefix: bytes = b""
     """Prepended to every request URI: C{b"/api" + b"/x?y" -> b"/api/x?y"}."""
-    pool_key: tuple[str, str, int] = field(init=False, eq=False, repr=False)
+    tls: TLSSettings = TLSSettings()
+    """For C{https}: how the connections are secured."""
+    pool_key: tuple[str, str, int, TLSSettings] = field(
+        init=False, eq=False, repr=False
+    )
     """What connections are pooled by: targets that differ only in C{Host}
-    header or path prefix share connections."""
+    header or path prefix share connections; different TLS settings never
+    do."""
 
     @pool_key.default
-    def _pool_key(self) -> tuple[str, str, int]:
-        return (self.scheme, self.host, self.port)
+    def _pool_key(self) -> tuple[str, str, int, TLSSettings]:
+        return (self.scheme, self.host, self.port, self.tls)
+
+
+@implementer(IOpenSSLTrustRoot)
+class _TrustAndIdentity:
+    """The CA file (or the platform's trust store) and the client certificate.
+
+    Twisted configures a client TLS context's trust through the trust root
+    (its interface lives in C{_sslverify}, the type L{platformTrust}
+    returns); setting the client certificate here too lets OpenSSL load
+    every file itself (chains included, no deprecated pyOpenSSL objects)
+    when the first connection makes the context.
+    """
+
+    def __init__(self, settings: TLSSettings) -> None:
+        self._settings = settings
+
+    def _addCACertsToContext(self, context: SSL.Context) -> None:
+        settings = self._settings
+        if settings.ca_file is None:
+            context.set_default_verify_paths()
+        else:
+            context.load_verify_locations(settings.ca_file)
+        _load_client_certificate(context, settings)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _UnverifiedTLS:
+    """TLS that accepts any certificate (C{insecure}); sends SNI for a name."""
+
+    def __init__(self, context: SSL.Context, server_name: str) -> None:
+        self._context = context
+        self._server_name: bytes | None = None
+        if not _is_ip_address(server_name):
+            self._server_name = server_name.encode("idna")
+
+    def clientConnectionForTLS(
+        self, tlsProtocol: TLSMemoryBIOProtocol
+    ) -> SSL.Connection:
+        """A new client connection on the shared context."""
+        connection = SSL.Connection(self._context, None)
+        if self._server_name is not None:
+            connection.set_tlsext_host_name(self._server_name)
+        return connection
+
+
+def _is_ip_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _load_client_certificate(context: SSL.Context, settings: TLSSettings) -> None:
+    """Load the client certificate chain and key into C{context}, if any."""
+    if settings.client_cert is not None:
+        context.use_certificate_chain_file(settings.client_cert)
+        context.use_privatekey_file(settings.client_key or settings.client_cert)
+        context.check_privatekey()
+
+
+def client_tls(target: Target) -> IOpenSSLClientConnectionCreator:
+    """The TLS client settings for C{target}'s backend, from C{target.tls}."""
+    settings = target.tls
+    name = settings.server_name or target.host
+    if settings.insecure:
+        context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+        context.set_min_proto_version(SSL.TLS1_2_VERSION)
+        _load_client_certificate(context, settings)
+        return _UnverifiedTLS(context, name)
+    return optionsForClientTLS(name, trustRoot=_TrustAndIdentity(settings))
+
+
+class TLSSettingsError(ValueError):
+    """A file named by L{TLSSettings} cannot be used; C{field} names it."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(problem)
+        self.field = field
+
+
+def check_tls_settings(settings: TLSSettings) -> None:
+    """Load the files of C{settings} once, as a connection would.
+
+    Blocking (it reads the files): for validating a configuration, not for
+    the reactor's hot path.
+
+    @raise TLSSettingsError: naming the setting whose file is unreadable or
+        invalid, or a key that does not match its certificate.
+    """
+    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    steps: list[tuple[str, str | None, Callable[[str], object]]] = [
+        ("ca_file", settings.ca_file, context.load_verify_locations),
+        ("client_cert", settings.client_cert, context.use_certificate_chain_file),
+        (
+            "client_key",
+            settings.client_key or settings.client_cert,
+            context.use_privatekey_file,
+        ),
+    ]
+    for name, path, load in steps:
+        if path is None:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+            load(path)
+        except OSError as e:
+            raise TLSSettingsError(name, f"cannot read {path!r}: {e.strerror}") from e
+        except SSL.Error as e:
+            raise TLSSettingsError(
+                name, f"{path!r} holds no valid PEM {_PEM_WHAT[name]}"
+            ) from e
+    if settings.client_cert is not None:
+        try:
+            context.check_privatekey()
+        except SSL.Error as e:
+            raise TLSSettingsError(
+                "client_key", "the private key does not match the client certificate"
+            ) from e
+
+
+_PEM_WHAT = {
+    "ca_file": "CA certificate",
+    "client_cert": "certificate",
+    "client_key": "private key",
+}
 
 
 class _Request:
@@ -134,18 +334,31 @@ class _Request:
         "head",
         "headers",
         "host",
+        "idempotent",
         "keep_body",
+        "payload",
         "phrase",
         "protocol",
         "received",
         "reused",
+        "transfer_encoding",
     )
 
-    def __init__(self, host: _Host, data: bytes, head: bool, keep_body: bool) -> None:
+    def __init__(
+        self,
+        host: _Host,
+        data: bytes,
+        payload: bytes,
+        method: bytes,
+        keep_body: bool,
+    ) -> None:
         self.host = host
         self.data = data
-        """The serialized request, kept for a retry."""
-        self.head = head
+        """The serialized head (with a short body), kept for a retry."""
+        self.payload = payload
+        """A long body, written after C{data}: the caller's object, shared."""
+        self.head = method == b"HEAD"
+        self.idempotent = method in IDEMPOTENT_METHODS
         self.keep_body = keep_body
         self.deferred: Deferred[ProxyResponse] = Deferred(self._cancel)
         self.protocol: _HTTPClientProtocol | None = None
@@ -161,6 +374,8 @@ class _Request:
         """Final status code; 0 until the final response's headers are parsed."""
         self.phrase = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self.transfer_encoding: list[bytes] | None = None
+        """The values of the final response's C{Transfer-Encoding} headers."""
         self.body: list[bytes] = []
 
     def _cancel(self, deferred: Deferred[ProxyResponse]) -> None:
@@ -182,13 +397,57 @@ class _Request:
 
     def is_close_delimited(self) -> bool:
         """Whether the response body ends with the connection (RFC 9112 6.3 #8)."""
+        if self.transfer_encoding is not None:
+            return False
+        return all(name.lower() != b"content-length" for name, _ in self.headers)
+
+    def announces_body(self) -> bool:
+        """Whether a 204/304 answer declares a body it must not have."""
+        if self.transfer_encoding is not None:
+            return True
         for name, value in self.headers:
-            lowered = name.lower()
-            if lowered == b"content-length":
-                return False
-            if lowered == b"transfer-encoding" and b"chunked" in value.lower():
-                return False
-        return True
+            if name.lower() == b"content-length" and value.strip() != b"0":
+                return True
+        return False
+
+    def check_framing(self) -> None:
+        """Refuse a body framed other than by exactly C{chunked} (RFC 9112 6.3).
+
+        Called only when the answer has C{Transfer-Encoding} and a body.
+        """
+        assert self.transfer_encoding is not None
+        codings = [
+            coding.strip().lower()
+            for value in self.transfer_encoding
+            for coding in value.split(b",")
+            if coding.strip()
+        ]
+        if codings != [b"chunked"]:
+            raise ResponseError(
+                "unsupported Transfer-Encoding "
+                + repr(b", ".join(self.transfer_encoding))
+            )
+        for name, _ in self.headers:
+            if name.lower() == b"content-length":
+                raise ResponseError("both Transfer-Encoding and Content-Length")
+
+
+def _unsent(transport: object) -> bool:
+    """Whether bytes written to C{transport} are still waiting to go out.
+
+    Reads the buffers of Twisted's TCP transport (as L{write_now} does) and
+    looks through TLS; other transports are taken as written.
+    """
+    if isinstance(transport, TLSMemoryBIOProtocol):
+        if transport._appSendBuffer:
+            return True
+        transport = transport.transport
+    if isinstance(transport, Connection):
+        return (
+            bool(transport._tempDataBuffer)
+            or len(transport.dataBuffer) != transport.offset
+        )
+    return False
 
 
 class _TrailingData(Exception):
@@ -211,6 +470,14 @@ class _HTTPClientProtocol(Protocol):
         self._idle = False
         self._dead = False
         """Closing or closed: never to be reused."""
+        self._reusable = True
+        """False once the current answer makes the connection unfit for reuse."""
+        self._head_size = 0
+        """Bytes received for the current request while its head was incomplete."""
+        self._held: bytearray | None = None
+        """Reads held back from the parser until they end the head."""
+        self._tail = b""
+        """The last two bytes received while the head was incomplete."""
 
     # Connection events
 
@@ -234,7 +501,7 @@ class _HTTPClientProtocol(Protocol):
                 request.deferred.errback(PoolClosedError())
             return
         request.protocol = self
-        write_now(self.transport, request.data)
+        self._write(request)
 
     def send(self, request: _Request) -> None:
         """Send a request on this idle connection."""
@@ -242,7 +509,17 @@ class _HTTPClientProtocol(Protocol):
         self._request = request
         request.protocol = self
         request.reused = True
-        write_now(self.transport, request.data)
+        self._write(request)
+
+    def _write(self, request: _Request) -> None:
+        """Write the request: the head, then a long body as the shared object."""
+        self._head_size = 0
+        self._held = None
+        self._reusable = True
+        transport = self.transport
+        write_now(transport, request.data)
+        if request.payload:
+            write_now(transport, request.payload)
 
     def dataReceived(self, data: bytes) -> None:
         """Parse response bytes; hand the response over once complete."""
@@ -257,6 +534,25 @@ class _HTTPClientProtocol(Protocol):
             self._abort()
             return
         request.received = True
+        if not request.code:
+            # The head is incomplete: bound it, and keep its cost linear.
+            size = self._head_size = self._head_size + len(data)
+            held = self._held
+            if held is not None:
+                # The head ends with an empty line, maybe across reads.
+                window = self._tail + data
+                self._tail = window[-2:]
+                held += data
+                if (
+                    len(held) < _FEED_BATCH
+                    and b"\n\r\n" not in window
+                    and b"\n\n" not in window
+                ):
+                    if size > MAX_RESPONSE_HEAD:
+                        self._fail(request, _head_too_large())
+                    return
+                self._held = None
+                data = bytes(held)
         try:
             self._parser.feed_data(data)
         except (HttpParserError, HttpParserUpgrade) as e:
@@ -274,6 +570,13 @@ class _HTTPClientProtocol(Protocol):
             # A complete response followed by junk: deliver it, drop the
             # connection.
             self._keep_alive = False
+        if not request.code and self._request is request:
+            if self._head_size > MAX_RESPONSE_HEAD:
+                self._fail(request, _head_too_large())
+                return
+            if self._held is None:
+                self._held = bytearray()
+                self._tail = data[-2:]
         if self._finished:
             self._finished = False
             self._request = None
@@ -301,9 +604,9 @@ class _HTTPClientProtocol(Protocol):
             ):
                 request.protocol = None
                 request.deliver()
-            elif request.reused and not request.received:
+            elif request.reused and not request.received and request.idempotent:
                 host.pool._retry(request, reason)
-            elif isinstance(reason.value, TLSError):
+            elif isinstance(reason.value, (TLSError, VerificationError)):
                 request.deferred.errback(reason)
             else:
                 request.deferred.errback(IncompleteResponseError(reason))
@@ -314,7 +617,12 @@ class _HTTPClientProtocol(Protocol):
     def _release(self, request: _Request) -> None:
         """After a complete response: back to the idle list, or close."""
         host = self._host
-        if self._keep_alive and not self._dead and not host.pool.closed:
+        if (
+            self._keep_alive
+            and not self._dead
+            and not host.pool.closed
+            and not _unsent(self.transport)
+        ):
             idle = host.idle
             max_idle = host.max_idle
             # Under load keep as many idle as are busy: they will be needed
@@ -323,10 +631,6 @@ class _HTTPClientProtocol(Protocol):
             if len(idle) < max_idle or len(idle) < busy:
                 if len(idle) >= max_idle:
                     host.pool._watch_surplus()
-                if request.head:
-                    # llhttp does not know the response to HEAD has no body
-                    # and still waits for it: start over with a fresh parser.
-                    self._parser = HttpResponseParser(self)
                 self._idle = True
                 idle.append(self)
                 return
@@ -337,6 +641,13 @@ class _HTTPClientProtocol(Protocol):
         """Close this connection, already taken off the idle list."""
         self._idle = False
         self.close()
+
+    def _fail(self, request: _Request, error: Exception) -> None:
+        """Fail the request in flight and drop its connection."""
+        self._request = None
+        self._held = None
+        self._abort()
+        request.deferred.errback(error)
 
     def abandon(self, request: _Request) -> None:
         """The request was cancelled: drop the connection with it."""
@@ -376,26 +687,44 @@ class _HTTPClientProtocol(Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         """Collect a header; httptools joins names and values split across reads."""
         request = self._request
-        if not request.code:  # type: ignore[union-attr]
+        assert request is not None
+        if not request.code:
             # Chunked trailers (code already set) are dropped.
-            request.headers.append((name, value))  # type: ignore[union-attr]
+            request.headers.append((name, value))
+            if len(name) == 17 and name.lower() == b"transfer-encoding":
+                if request.transfer_encoding is None:
+                    request.transfer_encoding = []
+                request.transfer_encoding.append(value)
 
     def on_headers_complete(self) -> None:
-        """Skip interim responses; finish responses to HEAD right here."""
+        """Skip interim responses, check the framing, finish bodyless answers.
+
+        A connection that answered a C{HEAD}, or a 204/304 that announces a
+        body, is not reused: a backend that wrongly sends that body could
+        have it read as the answer to the next request.
+        """
         request = self._request
         assert request is not None
-        code = self._parser.get_status_code()
+        parser = self._parser
+        code = parser.get_status_code()
+        if not 100 <= code <= 599:
+            raise ResponseError(f"invalid status code {code:03d}")
         if code < 200:
             if code == 101:
                 raise ResponseError("101 Switching Protocols is not supported")
             # 100 Continue, 103 Early Hints...: wait for the final response.
             request.phrase = b""
             request.headers.clear()
+            request.transfer_encoding = None
             return
         request.code = code
         if request.head:
             self._finished = True
-            self._keep_alive = self._parser.should_keep_alive()
+            self._keep_alive = False
+        elif code == 204 or code == 304:
+            self._reusable = not request.announces_body()
+        elif request.transfer_encoding is not None:
+            request.check_framing()
 
     def on_body(self, data: bytes) -> None:
         """Collect (or drop) a piece of the decoded body."""
@@ -407,10 +736,18 @@ class _HTTPClientProtocol(Protocol):
 
     def on_message_complete(self) -> None:
         """The final response is complete (interim ones are skipped)."""
-        if self._finished or not self._request.code:  # type: ignore[union-attr]
+        request = self._request
+        assert request is not None
+        if self._finished or not request.code:
             return
         self._finished = True
-        self._keep_alive = self._parser.should_keep_alive()
+        self._keep_alive = self._reusable and self._parser.should_keep_alive()
+
+
+def _head_too_large() -> ResponseError:
+    return ResponseError(
+        f"response status line and headers larger than {MAX_RESPONSE_HEAD} bytes"
+    )
 
 
 class _ConnectionFactory(ClientFactory):
@@ -557,18 +894,15 @@ class HTTPClientPool:
         """
         @param reactor: Provides L{IReactorTCP} and L{IReactorTime}.
         @param tls_context_factory: Builds the TLS settings for C{https}
-            targets from the target's host; by default
-            L{optionsForClientTLS}, which verifies the certificate against the
-            platform's trust store.
+            targets, once per backend; by default L{client_tls}, from the
+            target's L{TLSSettings}.
         @param connect_timeout: Seconds to wait for a TCP connection.
         """
         self._reactor = reactor
         self._clock = IReactorTime(reactor)
-        self._tls_context_factory: TLSContextFactory = (
-            tls_context_factory or optionsForClientTLS
-        )
+        self._tls_context_factory: TLSContextFactory = tls_context_factory or client_tls
         self._connect_timeout = connect_timeout
-        self._hosts: dict[tuple[str, str, int], _Host] = {}
+        self._hosts: dict[tuple[str, str, int, TLSSettings], _Host] = {}
         self._close_waiters: list[Deferred[None]] = []
         self.closed = False
         """C{close} was called: no new request or connection."""
@@ -595,11 +929,12 @@ class HTTPClientPool:
         already holds as many connections to the same host as the largest
         L{allow_idle} allowance for it (and fewer are busy).
 
-        A request sent on a reused connection that is lost before any response
-        byte arrives is retried once on a new connection, whatever its method:
-        this is the backend closing an idle keep-alive connection (or
-        restarting) just as the request was sent, so the request never reached
-        the application.
+        An idempotent request (L{IDEMPOTENT_METHODS}) sent on a reused
+        connection that is lost before any response byte arrives is retried
+        once on a new connection: this is usually the backend closing an idle
+        keep-alive connection (or restarting) just as the request was sent.
+        Other requests (C{POST}, C{PATCH}...) fail instead: the backend may
+        have acted on them, and must not act twice.
 
         Fails with L{ResponseError} (L{IncompleteResponseError} when the
         connection was lost) or with the connection error
@@ -616,12 +951,16 @@ class HTTPClientPool:
         extend = parts.extend
         for name, value in headers:
             extend((b"\r\n", name, b": ", value))
+        payload = b""
         if body or method in _BODY_METHODS:
             parts.append(b"\r\nContent-Length: %d\r\n\r\n" % len(body))
-            parts.append(body)
+            if len(body) < _JOIN_BELOW:
+                parts.append(body)
+            else:
+                payload = body
         else:
             parts.append(b"\r\n\r\n")
-        request = _Request(host, b"".join(parts), method == b"HEAD", keep_body)
+        request = _Request(host, b"".join(parts), payload, method, keep_body)
         if host.idle:
             host.take_idle().send(request)
         else:
@@ -722,7 +1061,7 @@ class HTTPClientPool:
         """Set up the pool for a new (scheme, host, port)."""
         tls = None
         if target.scheme == "https":
-            tls = self._tls_context_factory(target.host)
+            tls = self._tls_context_factory(target)
         host = self._hosts[target.pool_key] = _Host(self, target.host, target.port, tls)
         return host
 

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import datetime
 import gzip
-import ipaddress
 import random
+from pathlib import Path
 from typing import Any
 
-import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from OpenSSL.SSL import Error as TLSError
+from service_identity import VerificationError
 from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import (
     CancelledError,
@@ -30,7 +25,7 @@ from twisted.internet.error import (
 )
 from twisted.internet.interfaces import IReactorTCP
 from twisted.internet.protocol import Factory, Protocol, ServerFactory
-from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
+from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols.policies import WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -40,16 +35,24 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from nfork.proxy.client import (
+    MAX_RESPONSE_HEAD,
     SURPLUS_IDLE_TIMEOUT,
     HTTPClientPool,
     IncompleteResponseError,
     PoolClosedError,
     ResponseError,
     Target,
+    TLSSettings,
 )
 from nfork.proxy.messages import ProxyResponse
+from tests.support.files import temp_dir
+from tests.support.tls import CertificateAuthority, server_tls_options
 
 TARGET = Target("http", "10.0.0.2", 8080, b"backend:8080")
+
+TLS_REFUSED = (TLSError, VerificationError)
+"""How a refused certificate fails a request: OpenSSL's verdict on the chain,
+service_identity's on the name."""
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 GET2 = b"GET /2 HTTP/1.1\r\nHost: backend:8080\r\n\r\n"
@@ -281,24 +284,25 @@ class ParsingTests(PoolTestCase):
 
     def test_head_with_content_length_has_no_body(self) -> None:
         d = self.pool.request(TARGET, b"HEAD", b"/", (), b"")
-        protocol, _transport = self.connect()
+        protocol, transport = self.connect()
         protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
         self.assertEqual(
             self.successResultOf(d),
             ProxyResponse(200, b"OK", ((b"Content-Length", b"1234"),), b""),
         )
-        # The connection is reused, and the next response parses.
-        d = self.get()
-        protocol.dataReceived(OK)
-        self.assertEqual(self.successResultOf(d).body, b"ok")
-        self.assertEqual(len(self.reactor.tcpClients), 1)
+        # A backend that wrongly sent the body later would answer the next
+        # request with it: the connection is not reused.
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.pool.idle_count(TARGET), 0)
+        self.get()
+        self.assertEqual(len(self.reactor.tcpClients), 2)
 
     def test_head_with_chunked_has_no_body(self) -> None:
         response = self.roundtrip(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"HEAD"
         )
         self.assertEqual(response.body, b"")
-        self.assertEqual(self.pool.idle_count(TARGET), 1)
+        self.assertEqual(self.pool.idle_count(TARGET), 0)
 
     def test_bytes_after_head_response_close_the_connection(self) -> None:
         d = self.pool.request(TARGET, b"HEAD", b"/", (), b"")
@@ -417,6 +421,146 @@ class ParsingTests(PoolTestCase):
         self.assertEqual(self.successResultOf(d).body, b"ok")
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.pool.idle_count(TARGET), 0)
+
+
+class HostileResponseTests(PoolTestCase):
+    """What a broken or hostile backend sends fails its request, at linear cost."""
+
+    def assert_fails(self, *pieces: bytes, problem: str) -> None:
+        d = self.get()
+        protocol, transport = self.connect()
+        for piece in pieces:
+            protocol.dataReceived(piece)
+        failure = self.failureResultOf(d, ResponseError)
+        self.assertIn(problem, str(failure.value))
+        self.assertTrue(transport.disconnected)
+        protocol.connectionLost(Failure(ConnectionAborted()))
+        self.assertEqual(self.pool.busy_count(TARGET), 0)
+
+    def test_a_head_over_the_limit_fails(self) -> None:
+        self.assert_fails(
+            b"HTTP/1.1 200 OK\r\nX-Endless: " + b"a" * MAX_RESPONSE_HEAD,
+            problem=f"larger than {MAX_RESPONSE_HEAD} bytes",
+        )
+
+    def test_a_head_over_the_limit_in_tiny_reads_fails(self) -> None:
+        """A trickle: held and fed in batches, never joined per byte."""
+        d = self.get()
+        protocol, _ = self.connect()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nX-Endless: ")
+        reads = 0
+        while not d.called and reads < 2 * MAX_RESPONSE_HEAD:
+            protocol.dataReceived(b"ab")
+            reads += 1
+        self.failureResultOf(d, ResponseError)
+        self.assertLess(reads * 2, MAX_RESPONSE_HEAD + 16)
+
+    def test_many_headers_under_the_limit_are_fine(self) -> None:
+        headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(500))
+        response = self.roundtrip(
+            b"HTTP/1.1 200 OK\r\n" + headers + b"Content-Length: 2\r\n\r\nok"
+        )
+        self.assertEqual((len(response.headers), response.body), (501, b"ok"))
+
+    def test_a_head_split_at_every_line_end_still_parses(self) -> None:
+        d = self.get()
+        protocol, _ = self.connect()
+        for line in (b"HTTP/1.1 200 OK\r", b"\nContent-Length: 2\r\n", b"\r", b"\nok"):
+            protocol.dataReceived(line)
+        self.assertEqual(self.successResultOf(d).body, b"ok")
+
+    def test_garbage_after_a_partial_head_fails_once_the_head_ends(self) -> None:
+        self.assert_fails(
+            b"HTTP/1.1 200 OK\r\n",
+            b"\x00\xffnot a header\r\n\r\n",
+            problem="invalid HTTP response",
+        )
+
+    def test_transfer_encodings_other_than_chunked_fail(self) -> None:
+        for value in (b"gzip", b"chunked, gzip", b"gzip, chunked", b"identity"):
+            self.assert_fails(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + value + b"\r\n\r\nbody",
+                problem="unsupported Transfer-Encoding",
+            )
+
+    def test_transfer_encoding_in_two_headers_fails(self) -> None:
+        self.assert_fails(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            problem="unsupported Transfer-Encoding",
+        )
+
+    def test_transfer_encoding_with_content_length_fails(self) -> None:
+        d = self.get()
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Length: 5\r\n\r\n0\r\n\r\n"
+        )
+        self.failureResultOf(d, ResponseError)
+        self.assertTrue(transport.disconnected)
+
+    def test_chunked_in_any_case_is_accepted(self) -> None:
+        response = self.roundtrip(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding:  Chunked \r\n\r\n"
+            b"2\r\nok\r\n0\r\n\r\n"
+        )
+        self.assertEqual(response.body, b"ok")
+
+    def test_invalid_status_codes_fail(self) -> None:
+        for status in (b"000", b"099", b"600", b"999"):
+            self.assert_fails(
+                b"HTTP/1.1 " + status + b" X\r\nContent-Length: 0\r\n\r\n",
+                problem="invalid",
+            )
+
+    def test_bodyless_answers_announcing_a_body_are_not_reused(self) -> None:
+        for head in (
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ):
+            d = self.get()
+            protocol, transport = self.connect()
+            protocol.dataReceived(head)
+            self.successResultOf(d)
+            self.assertTrue(transport.disconnecting, head)
+            self.assertEqual(self.pool.idle_count(TARGET), 0)
+
+
+class RequestBodyTests(PoolTestCase):
+    """A long body is written as the caller's object, not copied per request."""
+
+    def test_a_long_body_is_written_after_the_head_uncopied(self) -> None:
+        body = b"x" * (1024 * 1024)
+        for _ in range(3):
+            self.pool.request(TARGET, b"POST", b"/", (), body)
+        for index in range(3):
+            protocol, transport = self.connect(index)
+            self.assertEqual(transport.writes, 2)
+            self.assertEqual(
+                transport.value(),
+                b"POST / HTTP/1.1\r\nHost: backend:8080\r\n"
+                b"Content-Length: 1048576\r\n\r\n" + body,
+            )
+            self.assertIs(protocol._request.payload, body)
+
+    def test_a_short_body_goes_with_the_head_in_one_write(self) -> None:
+        self.pool.request(TARGET, b"POST", b"/", (), b"short")
+        _, transport = self.connect()
+        self.assertEqual(transport.writes, 1)
+
+    def test_a_retried_long_body_is_sent_whole_again(self) -> None:
+        body = b"y" * (100 * 1024)
+        d = self.get()
+        protocol, _ = self.connect()
+        protocol.dataReceived(OK)
+        self.successResultOf(d)
+        d = self.pool.request(TARGET, b"PUT", b"/", (), body)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        protocol2, transport2 = self.connect()
+        self.assertTrue(transport2.value().endswith(b"\r\n\r\n" + body))
+        protocol2.dataReceived(OK)
+        self.assertEqual(self.successResultOf(d).body, b"ok")
 
 
 class ReuseTests(PoolTestCase):
@@ -622,13 +766,15 @@ class IdleAllowanceTests(PoolTestCase):
 class RetryTests(PoolTestCase):
     """A reused connection found dead is replaced once."""
 
-    def reused(self) -> tuple[Protocol, Deferred[ProxyResponse]]:
-        """A connection that served one request, carrying a second (a POST)."""
+    def reused(
+        self, method: bytes = b"PUT"
+    ) -> tuple[Protocol, Deferred[ProxyResponse]]:
+        """A connection that served one request, carrying a second."""
         d = self.get()
         protocol, _ = self.connect()
         protocol.dataReceived(OK)
         self.successResultOf(d)
-        return protocol, self.pool.request(TARGET, b"POST", b"/p", (), b"body")
+        return protocol, self.pool.request(TARGET, method, b"/p", (), b"body")
 
     def test_stale_connection_is_retried_on_a_new_one(self) -> None:
         protocol, d = self.reused()
@@ -638,11 +784,30 @@ class RetryTests(PoolTestCase):
         protocol2, transport2 = self.connect()
         self.assertEqual(
             transport2.value(),
-            b"POST /p HTTP/1.1\r\nHost: backend:8080\r\nContent-Length: 4\r\n\r\nbody",
+            b"PUT /p HTTP/1.1\r\nHost: backend:8080\r\nContent-Length: 4\r\n\r\nbody",
         )
         protocol2.dataReceived(OK)
         self.assertEqual(self.successResultOf(d).body, b"ok")
         self.assertEqual(self.pool.connections_opened, 2)
+
+    def test_idempotent_methods_are_retried(self) -> None:
+        for method in (b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"):
+            self.reactor = MemoryReactorClock()
+            self.pool = self.new_pool()
+            protocol, d = self.reused(method)
+            protocol.connectionLost(Failure(ConnectionDone()))
+            self.assertNoResult(d)
+            self.assertEqual(len(self.reactor.tcpClients), 2, method)
+
+    def test_non_idempotent_methods_are_never_sent_twice(self) -> None:
+        for method in (b"POST", b"PATCH", b"CONNECT", b"LOCK", b"PROPPATCH"):
+            self.reactor = MemoryReactorClock()
+            self.pool = self.new_pool()
+            protocol, d = self.reused(method)
+            protocol.connectionLost(Failure(ConnectionDone()))
+            failure = self.failureResultOf(d, IncompleteResponseError)
+            self.assertIsInstance(failure.value.reason.value, ConnectionDone)
+            self.assertEqual(len(self.reactor.tcpClients), 1, method)
 
     def test_retry_is_not_retried(self) -> None:
         protocol, d = self.reused()
@@ -777,19 +942,29 @@ class TLSUnitTests(PoolTestCase):
     """https targets are wrapped in TLS, with settings cached per host."""
 
     def test_tls_settings_built_once_per_host(self) -> None:
-        calls: list[str] = []
+        calls: list[Target] = []
 
-        def creator(hostname: str) -> Any:
-            calls.append(hostname)
-            return optionsForClientTLS(hostname)
+        def creator(target: Target) -> Any:
+            calls.append(target)
+            return optionsForClientTLS(target.host)
 
         pool = HTTPClientPool(self.reactor, tls_context_factory=creator)
         target = Target("https", "example.com", 443, b"example.com")
         pool.request(target, b"GET", b"/", (), b"")
         pool.request(target, b"GET", b"/", (), b"")
-        self.assertEqual(calls, ["example.com"])
+        self.assertEqual(calls, [target])
         self.assertIsInstance(self.reactor.tcpClients[0][2], TLSMemoryBIOFactory)
         self.assertEqual(self.reactor.tcpClients[0][:2], ("example.com", 443))
+
+    def test_different_tls_settings_never_share_connections(self) -> None:
+        plain = Target("https", "example.com", 443, b"example.com")
+        insecure = Target(
+            "https", "example.com", 443, b"example.com", tls=TLSSettings(insecure=True)
+        )
+        self.pool.allow_idle(plain, 4)
+        self.assertEqual(
+            (self.pool.idle_limit(plain), self.pool.idle_limit(insecure)), (4, 0)
+        )
 
 
 # Integration tests: real sockets on 127.0.0.1.
@@ -862,38 +1037,6 @@ class DropsSecondRequestFactory(Factory):
         return super().buildProtocol(addr)
 
 
-def self_signed_pem() -> bytes:
-    """A key and self-signed certificate for 127.0.0.1, in PEM."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ) + cert.public_bytes(serialization.Encoding.PEM)
-
-
-@pytest.mark.filterwarnings(
-    # Twisted's PrivateCertificate.options(), for the test server only.
-    "ignore:Passing pyOpenSSL:DeprecationWarning"
-)
 class IntegrationTests(TestCase):
     """The pool against twisted.web over real sockets."""
 
@@ -963,9 +1106,17 @@ class IntegrationTests(TestCase):
         backend = DropsSecondRequestFactory()
         target = self.listen(backend, "http")
         await self.pool.request(target, b"GET", b"/", (), b"")
-        response = await self.pool.request(target, b"POST", b"/", (), b"body")
+        response = await self.pool.request(target, b"PUT", b"/", (), b"body")
         self.assertEqual(response.body, b"ok")
         self.assertEqual(backend.connections, 2)
+
+    async def test_a_post_on_a_stale_connection_is_not_sent_again(self) -> None:
+        backend = DropsSecondRequestFactory()
+        target = self.listen(backend, "http")
+        await self.pool.request(target, b"GET", b"/", (), b"")
+        with self.assertRaises(IncompleteResponseError):
+            await self.pool.request(target, b"POST", b"/", (), b"body")
+        self.assertEqual(backend.connections, 1)
 
     async def test_connection_refused(self) -> None:
         port = self.reactor.listenTCP(0, ServerFactory(), interface="127.0.0.1")
@@ -975,28 +1126,120 @@ class IntegrationTests(TestCase):
         with self.assertRaises(ConnectionRefusedError):
             await self.pool.request(target, b"GET", b"/", (), b"")
 
-    def https(self, trusted: bytes | None = None) -> tuple[HTTPClientPool, Target]:
-        """A TLS backend with a self-signed certificate, and a pool trusting
-        that certificate (or C{trusted})."""
-        pem = self_signed_pem()
+    def https(
+        self, settings: TLSSettings | None = None, *names: str, **options: Any
+    ) -> Target:
+        """A TLS backend with a certificate from a test CA for C{names}
+        (by default 127.0.0.1), and its target with C{settings} (by default
+        trusting that CA)."""
+        directory = temp_dir(self)
+        self.ca = CertificateAuthority()
+        ca_file = directory / "ca.pem"
+        ca_file.write_bytes(self.ca.cert)
+        self.ca_file = str(ca_file)
+        server = self.ca.issue(*(names or ("127.0.0.1",)))
         target = self.listen(
-            Site(Backend()), "https", PrivateCertificate.loadPEM(pem).options()
+            Site(Backend()), "https", server_tls_options(server, **options)
         )
-        trust = Certificate.loadPEM(trusted or pem)
-        pool = self.new_pool(
-            tls_context_factory=lambda host: optionsForClientTLS(host, trustRoot=trust)
-        )
-        pool.allow_idle(target, 64)
-        return pool, target
+        tls = settings if settings is not None else TLSSettings(ca_file=self.ca_file)
+        return Target("https", target.host, target.port, target.host_header, tls=tls)
+
+    async def request(self, target: Target, body: bytes = b"") -> ProxyResponse:
+        """A POST of C{body} to C{target} with the pool, keeping idle connections."""
+        self.pool.allow_idle(target, 64)
+        return await self.pool.request(target, b"POST", b"/", (), body)
 
     async def test_https(self) -> None:
-        pool, target = self.https()
+        target = self.https()
         for _ in range(3):
-            response = await pool.request(target, b"POST", b"/", (), b"secret")
+            response = await self.request(target, b"secret")
             self.assertEqual(response.body, b"secret")
-        self.assertEqual(pool.connections_opened, 1)
+        self.assertEqual(self.pool.connections_opened, 1)
 
-    async def test_https_untrusted_certificate(self) -> None:
-        pool, target = self.https(trusted=self_signed_pem())
-        with self.assertRaises(TLSError):
-            await pool.request(target, b"GET", b"/", (), b"")
+    async def test_https_certificate_from_another_ca_is_refused(self) -> None:
+        self.https()
+        other = CertificateAuthority()
+        path = Path(self.ca_file).with_name("other.pem")
+        path.write_bytes(other.cert)
+        target = self.https(TLSSettings(ca_file=str(path)))
+        with self.assertRaises(TLS_REFUSED):
+            await self.request(target)
+
+    async def test_https_platform_trust_refuses_a_private_ca(self) -> None:
+        target = self.https(TLSSettings())
+        with self.assertRaises(TLS_REFUSED):
+            await self.request(target)
+
+    async def test_https_server_name_is_sent_and_checked(self) -> None:
+        target = self.https(None, "backend.test")
+        # The certificate is not for 127.0.0.1: refused...
+        with self.assertRaises(TLS_REFUSED):
+            await self.request(target)
+        # ...but it is for the name given as serverName.
+        named = Target(
+            "https",
+            target.host,
+            target.port,
+            target.host_header,
+            tls=TLSSettings(ca_file=self.ca_file, server_name="backend.test"),
+        )
+        response = await self.request(named, b"named")
+        self.assertEqual(response.body, b"named")
+        wrong = Target(
+            "https",
+            target.host,
+            target.port,
+            target.host_header,
+            tls=TLSSettings(ca_file=self.ca_file, server_name="other.test"),
+        )
+        with self.assertRaises(TLS_REFUSED):
+            await self.request(wrong)
+
+    async def test_https_insecure_accepts_any_certificate(self) -> None:
+        target = self.https(TLSSettings(insecure=True), "elsewhere.test")
+        response = await self.request(target, b"unverified")
+        self.assertEqual(response.body, b"unverified")
+
+    async def test_https_client_certificate(self) -> None:
+        target = self.https(None, "127.0.0.1", require_client_from=None)
+        # A backend that requires a client certificate from its CA.
+        directory = Path(self.ca_file).parent
+        server = self.ca.issue("127.0.0.1")
+        required = self.listen(
+            Site(Backend()),
+            "https",
+            server_tls_options(server, require_client_from=self.ca),
+        )
+        key, cert = self.ca.issue("nfork", client=True).write(directory, "client")
+        without = Target(
+            "https",
+            required.host,
+            required.port,
+            required.host_header,
+            tls=target.tls,
+        )
+        with self.assertRaises((*TLS_REFUSED, ConnectionLost)):
+            await self.request(without)
+        with_cert = Target(
+            "https",
+            required.host,
+            required.port,
+            required.host_header,
+            tls=TLSSettings(
+                ca_file=self.ca_file, client_cert=str(cert), client_key=str(key)
+            ),
+        )
+        response = await self.request(with_cert, b"mutual")
+        self.assertEqual(response.body, b"mutual")
+        # One file holding the key and the certificate does too.
+        both = directory / "both.pem"
+        both.write_bytes(key.read_bytes() + cert.read_bytes())
+        combined = Target(
+            "https",
+            required.host,
+            required.port,
+            required.host_header,
+            tls=TLSSettings(ca_file=self.ca_file, client_cert=str(both)),
+        )
+        response = await self.request(combined, b"combined")
+        self.assertEqual(response.body, b"combined")
