@@ -9,6 +9,7 @@ L{ConfigError} naming the file, the inbound, the outbound and the key.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ from nfork.config.errors import (
     unknown_key,
 )
 from nfork.config.model import (
+    DEFAULT_BODY_TIMEOUT,
     DEFAULT_ERROR_CODE,
     DEFAULT_IDLE_CONN,
     DEFAULT_MAX_BODY,
@@ -35,9 +37,11 @@ from nfork.config.model import (
     DEFAULT_STATS_WINDOW,
     DEFAULT_TIMEOUT,
     DEFAULT_TIMEOUT_CODE,
+    DEFAULT_WRITE_TIMEOUT,
     OUTBOUND_KEYS,
     SAMPLE_RANGE,
     InboundConfig,
+    IPNetwork,
     OutboundConfig,
     valid_name,
 )
@@ -63,6 +67,10 @@ _INBOUND_KEYS = (
     "idleConn",
     "maxBody",
     "statsWindow",
+    "bodyTimeout",
+    "writeTimeout",
+    "maxConnections",
+    "trustForwarded",
 )
 _INBOUND_REQUIRED = ("listen", "out", "active")
 _OUTBOUND_REQUIRED = ("addr",)
@@ -154,6 +162,45 @@ def _integer(obj: dict[str, Any], key: str, default: int) -> int:
     return result
 
 
+def _networks(obj: dict[str, Any], key: str) -> tuple[IPNetwork, ...]:
+    """The IP networks (CIDR strings, or single addresses) listed at C{key}."""
+    if key not in obj:
+        return ()
+    value = obj[key]
+    with error_context(key=key):
+        if not isinstance(value, list):
+            raise config_error(
+                'expected an array of client networks such as ["10.0.0.0/8", '
+                f'"::1/128"], got {describe(value)}'
+            )
+        networks: list[IPNetwork] = []
+        for text in value:
+            if not isinstance(text, str):
+                raise config_error(
+                    "expected networks in CIDR notation (strings), got "
+                    f"{describe(text)}"
+                )
+            try:
+                networks.append(ipaddress.ip_network(text.strip()))
+            except ValueError as e:
+                raise config_error(_network_problem(text, e)) from None
+        return tuple(networks)
+
+
+def _network_problem(text: str, error: ValueError) -> str:
+    """Why C{text} is not a network, with the network meant when host bits are set."""
+    if "has host bits set" in str(error):
+        meant = ipaddress.ip_network(text.strip(), strict=False)
+        return (
+            f"{quote(text)} has bits set beyond its prefix length; "
+            f"did you mean {quote(str(meant))}?"
+        )
+    return (
+        f"{quote(text)} is not an IP network in CIDR notation "
+        '(such as "10.0.0.0/8")'
+    )
+
+
 def _address(text: object, key: str | None) -> OutboundAddress:
     if not isinstance(text, str):
         raise config_error(f"expected an address string, got {describe(text)}", key=key)
@@ -169,7 +216,7 @@ def parse_outbound(inbound_name: str, name: str, value: object) -> OutboundConfi
     The object form has the keys C{addr} (required), C{sample}, C{methods},
     C{timeout} and C{maxInflight}; any other key goes into
     L{OutboundConfig.options}, for the plugin of the address's scheme to
-    check (an http(s) outbound takes none).  Whether it fits its inbound
+    check (an http(s) outbound takes only its TLS options).  Whether it fits its inbound
     (e.g. as the active outbound) is checked by L{InboundConfig}.
 
     @raise ConfigError: naming the inbound, the outbound and the problem.
@@ -301,6 +348,12 @@ def parse_inbound(obj: object, *, index: int = 0) -> InboundConfig:
             idle_conn=_integer(obj, "idleConn", DEFAULT_IDLE_CONN),
             max_body=_integer(obj, "maxBody", DEFAULT_MAX_BODY),
             stats_window=_duration(obj, "statsWindow", DEFAULT_STATS_WINDOW),
+            body_timeout=_duration(obj, "bodyTimeout", DEFAULT_BODY_TIMEOUT),
+            write_timeout=_duration(obj, "writeTimeout", DEFAULT_WRITE_TIMEOUT),
+            max_connections=(
+                _integer(obj, "maxConnections", 0) if "maxConnections" in obj else None
+            ),
+            trust_forwarded=_networks(obj, "trustForwarded"),
             name_given=name_given,
         )
 

@@ -8,9 +8,10 @@ exists is valid.  Turning JSON into models is L{nfork.config.load}'s job.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from attrs import evolve, field, frozen
@@ -37,17 +38,22 @@ __all__ = [
     "DEFAULT_TIMEOUT_CODE",
     "DEFAULT_WRITE_TIMEOUT",
     "ERROR_STATUS_RANGE",
+    "HTTP_OPTION_KEYS",
     "MAX_BODY_LIMIT",
     "MAX_CONNECTIONS_LIMIT",
     "MAX_IDLE_CONN",
     "MAX_INFLIGHT_LIMIT",
     "OUTBOUND_KEYS",
     "SAMPLE_RANGE",
+    "IPNetwork",
     "InboundConfig",
     "OutboundConfig",
     "OutboundOptions",
     "valid_name",
 ]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+"""A C{trustForwarded} network."""
 
 DEFAULT_TIMEOUT = 1.0
 DEFAULT_TIMEOUT_CODE = 503
@@ -76,7 +82,11 @@ ERROR_STATUS_RANGE = (400, 599)
 OUTBOUND_KEYS = ("addr", "sample", "methods", "timeout", "maxInflight")
 """The keys of an outbound object nfork handles itself; plugins take the others."""
 _HTTP_SCHEMES = ("http", "https")
-"""Schemes whose outbounds take only the keys above: any other key is a typo."""
+"""Schemes whose outbounds take only the keys above and L{HTTP_OPTION_KEYS}:
+any other key is a typo."""
+HTTP_OPTION_KEYS = ("caFile", "serverName", "clientCert", "clientKey", "insecure")
+"""The options of the built-in HTTP(S) outbound (TLS, for C{https}), whose
+values its factory checks (L{nfork.outbounds.http})."""
 
 SAMPLE_RANGE = "a number greater than 0 and at most 1"
 """What an outbound's C{sample} must be, in the words of the messages."""
@@ -206,8 +216,11 @@ class OutboundConfig:
                         key=key,
                         mention_key=False,
                     )
-                if self.address.scheme in _HTTP_SCHEMES:
-                    raise unknown_key(key, OUTBOUND_KEYS)
+                if (
+                    self.address.scheme in _HTTP_SCHEMES
+                    and key not in HTTP_OPTION_KEYS
+                ):
+                    raise unknown_key(key, (*OUTBOUND_KEYS, *HTTP_OPTION_KEYS))
             if self.sample is not None:
                 if not 0 < self.sample <= 1:
                     raise config_error(
@@ -247,6 +260,10 @@ class OutboundConfig:
         return {"addr": self.address.raw, **options}
 
 
+def _to_networks(networks: Iterable[IPNetwork]) -> tuple[IPNetwork, ...]:
+    return tuple(networks)
+
+
 @frozen
 class InboundConfig:
     """One inbound endpoint: where it listens and the outbounds it copies to."""
@@ -279,6 +296,9 @@ class InboundConfig:
     max_connections: int | None = None
     """Client connections open at once; None: sized from the descriptor limit
     (L{nfork.proxy.server.default_max_connections})."""
+    trust_forwarded: tuple[IPNetwork, ...] = field(default=(), converter=_to_networks)
+    """Client networks whose C{X-Forwarded-*} and C{Forwarded} headers are
+    kept and extended; others' are replaced (C{Forwarded} removed)."""
     name_given: bool = True
     """False when the name defaults to C{listen}."""
 
@@ -344,6 +364,12 @@ class InboundConfig:
                 _check_positive(
                     self.max_connections, "maxConnections", MAX_CONNECTIONS_LIMIT
                 )
+            for network in self.trust_forwarded:
+                if not isinstance(network, IPNetwork):
+                    raise config_error(
+                        f"expected IP networks, got {describe(network)}",
+                        key="trustForwarded",
+                    )
 
     def outbound(self, name: str) -> OutboundConfig | None:
         """The outbound called C{name}, or None."""
@@ -434,4 +460,22 @@ class InboundConfig:
             result["writeTimeout"] = format_duration(self.write_timeout)
         if self.max_connections is not None:
             result["maxConnections"] = self.max_connections
+        if self.trust_forwarded:
+            result["trustForwarded"] = [str(n) for n in self.trust_forwarded]
         return result
+
+    def trusts_forwarded(self, client_ip: str) -> bool:
+        """Whether the client at C{client_ip} is in a C{trustForwarded} network.
+
+        An IPv4 client seen on an IPv6 socket (C{::ffff:10.0.0.1}) is matched
+        as its IPv4 address.
+        """
+        if not self.trust_forwarded or not client_ip:
+            return False
+        try:
+            address = ipaddress.ip_address(client_ip.partition("%")[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.trust_forwarded)

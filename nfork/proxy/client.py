@@ -66,6 +66,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from nfork.config.errors import quote
 from nfork.proxy.messages import Headers, ProxyResponse
 from nfork.proxy.transport import write_now
 
@@ -78,6 +79,7 @@ __all__ = [
     "ResponseError",
     "TLSContextFactory",
     "TLSSettings",
+    "TLSSettingsError",
     "Target",
     "check_tls_settings",
     "client_tls",
@@ -285,7 +287,7 @@ def check_tls_settings(settings: TLSSettings) -> None:
         (
             "client_key",
             settings.client_key or settings.client_cert,
-            context.use_privatekey_file,
+            SSL.Context(SSL.TLS_CLIENT_METHOD).use_privatekey_file,
         ),
     ]
     for name, path, load in steps:
@@ -296,13 +298,19 @@ def check_tls_settings(settings: TLSSettings) -> None:
                 pass
             load(path)
         except OSError as e:
-            raise TLSSettingsError(name, f"cannot read {path!r}: {e.strerror}") from e
+            raise TLSSettingsError(
+                name, f"cannot read {quote(path)}: {e.strerror or e}"
+            ) from e
         except SSL.Error as e:
             raise TLSSettingsError(
-                name, f"{path!r} holds no valid PEM {_PEM_WHAT[name]}"
+                name, f"{quote(path)} holds no valid PEM {_PEM_WHAT[name]}"
             ) from e
     if settings.client_cert is not None:
         try:
+            # The key loaded alone: an error now is a mismatch, not the PEM.
+            context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+            context.use_certificate_chain_file(settings.client_cert)
+            context.use_privatekey_file(settings.client_key or settings.client_cert)
             context.check_privatekey()
         except SSL.Error as e:
             raise TLSSettingsError(
