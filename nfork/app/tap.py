@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import shlex
+import stat
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -29,7 +32,7 @@ from nfork.app.signals import SignalService
 from nfork.config import ConfigError, InboundConfig, load_config_file
 from nfork.config.addresses import listen_key, listen_to_endpoint
 from nfork.config.durations import parse_duration
-from nfork.control.api import ControlAPI, ControlSite
+from nfork.control.api import ControlAPI, ControlHosts, ControlSite
 from nfork.control.changes import Changes
 from nfork.control.configfile import ConfigFile, in_thread_pool
 from nfork.control.controller import Controller
@@ -38,12 +41,17 @@ from nfork.outbounds.registry import check_inbounds
 
 DEFAULT_CONTROL = "127.0.0.1:9090"
 """Where the control API listens by default: loopback only."""
+MIN_TOKEN_BYTES = 16
+"""The shortest control API token accepted."""
 
 
 class Options(usage.Options):
     """Options of C{twistd nfork}."""
 
-    synopsis = "[--config FILE | --demo] [--control ADDR] [--persist]"
+    synopsis = (
+        "[--config FILE | --demo] [--control ADDR] [--control-allow-host NAME]... "
+        "[--sink-dir DIR] [--persist]"
+    )
     longdesc = (
         "nfork forks every HTTP request of an inbound to several outbound "
         "backends and answers the client with the active one's response. "
@@ -70,7 +78,15 @@ class Options(usage.Options):
             None,
             None,
             "File holding the token every control API route but /healthz and "
-            "/metrics requires (Authorization: Bearer TOKEN).",
+            "/metrics requires (Authorization: Bearer TOKEN): at least 16 "
+            "bytes, readable by nfork's user only (chmod 600).",
+        ],
+        [
+            "sink-dir",
+            None,
+            None,
+            "Directory where file:// sinks created through the control API "
+            "may write; without it, the API refuses them (403).",
         ],
     ]
     optFlags = [
@@ -93,6 +109,19 @@ class Options(usage.Options):
     """The control API's listen address, or None when disabled."""
     token: str | None = None
     """The control API's token, read from --control-token-file."""
+    sink_dir: str | None = None
+    """--sink-dir, absolute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["control-allow-host"] = []
+        self.hosts = ControlHosts()
+        """The control API's names (C{--control-allow-host}), for its Host rule."""
+
+    def opt_control_allow_host(self, name: str) -> None:
+        """A name (NAME or NAME:PORT) the control API answers to besides its
+        address and localhost, e.g. behind a proxy; repeatable."""
+        self["control-allow-host"].append(name)
 
     def postOptions(self) -> None:
         """Load and validate the configuration before anything starts."""
@@ -128,9 +157,18 @@ class Options(usage.Options):
             except ValueError as e:
                 raise usage.UsageError(f"--control: {e}") from None
             self.control = control
+        try:
+            self.hosts = ControlHosts.from_names(self["control-allow-host"])
+        except ValueError as e:
+            raise usage.UsageError(f"--control-allow-host: {e}") from None
         path = self["control-token-file"]
         if path is not None:
             self.token = read_token(path)
+        sink_dir = self["sink-dir"]
+        if sink_dir is not None:
+            if not os.path.isdir(sink_dir):
+                raise usage.UsageError(f"--sink-dir: {sink_dir} is not a directory")
+            self.sink_dir = os.path.abspath(sink_dir)
         if self["persist"]:
             if not self["config"]:
                 raise usage.UsageError("--persist needs --config FILE to rewrite")
@@ -144,15 +182,27 @@ class Options(usage.Options):
 def read_token(path: str) -> str:
     """The control API token in the file at C{path}, without surrounding spaces.
 
-    @raise usage.UsageError: if the file cannot be read or holds no token.
+    Like an ssh private key, the file must be for nfork's user alone (no
+    permission for group or others), and the token long enough not to be
+    guessed.
+
+    @raise usage.UsageError: if the file cannot be read, is open to others,
+        or holds no token or a short one.
     """
     try:
         with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
             data = f.read()
     except OSError as e:
         raise usage.UsageError(
             f"--control-token-file: cannot read {path}: {e.strerror or e}"
         ) from None
+    if mode & 0o077:
+        raise usage.UsageError(
+            f"--control-token-file: {path} is accessible by group or others "
+            f"(mode {stat.S_IMODE(mode):04o}); make it private: "
+            f"chmod 600 {shlex.quote(path)}"
+        )
     try:
         token = data.decode("utf-8").strip()
     except UnicodeDecodeError:
@@ -164,6 +214,12 @@ def read_token(path: str) -> str:
     if any(c.isspace() or not c.isprintable() for c in token):
         raise usage.UsageError(
             f"--control-token-file: the token in {path} must be one line without spaces"
+        )
+    size = len(token.encode())
+    if size < MIN_TOKEN_BYTES:
+        raise usage.UsageError(
+            f"--control-token-file: the token in {path} is {size} bytes long; "
+            f"at least {MIN_TOKEN_BYTES} are required (e.g. openssl rand -hex 32)"
         )
     return token
 
@@ -255,13 +311,22 @@ class ControlService(StreamServerEndpointService):
     _log = Logger()
 
     def __init__(
-        self, reactor: Any, listen: str, site: Site, token_required: bool
+        self,
+        reactor: Any,
+        listen: str,
+        site: Site,
+        token_required: bool,
+        hosts: ControlHosts | None = None,
     ) -> None:
+        """
+        @param hosts: told the address the API listens on, for its C{Host} rule.
+        """
         endpoint = serverFromString(reactor, listen_to_endpoint(listen))
         super().__init__(_ReportingEndpoint(endpoint, self._listening), site)
         self._raiseSynchronously = True
         self.listen = listen
         self.token_required = token_required
+        self.hosts = hosts
         self.port: IListeningPort | None = None
 
     def privilegedStartService(self) -> None:
@@ -286,6 +351,8 @@ class ControlService(StreamServerEndpointService):
 
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
+        if self.hosts is not None:
+            self.hosts.listening(port.getHost())
         self._log.info(
             "control API listening on {listen} ({address})",
             listen=self.listen,
@@ -353,12 +420,15 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             log_ring=log_ring,
             token=options.token,
             ready=lambda: inbounds.ready,
+            hosts=options.hosts,
+            sink_dir=options.sink_dir,
         )
         control = ControlService(
             reactor,
             options.control,
             ControlSite(api.resource()),
             token_required=options.token is not None,
+            hosts=options.hosts,
         )
         control.setServiceParent(root)
     if options["demo"]:

@@ -10,17 +10,29 @@ Paths are matched on the raw (percent-encoded) request path and each name
 is decoded on its own, so that an inbound named after its listen address
 (":9080", or "unix:/run/nfork.sock" written "unix:%2Frun%2Fnfork.sock")
 is matched exactly.  Every error is C{{"error": "..."}}.
+
+Browsers are kept out (L{ControlResource}): a web page the operator opens
+must not be able to change the routing (a form posted to the API, a
+C{fetch} without preflight) nor, through DNS rebinding, read it.  Every
+route but L{OPEN_PATHS} answers only to the API's own C{Host} names
+(L{ControlHosts}); a request that changes something is refused when its
+C{Origin} is another site's, or when it carries a C{Content-Type} other
+than C{application/json} (a body always needs one; a bodiless POST such as
+C{activate} may send none).  File sinks asked for through the API are
+confined to C{--sink-dir} (L{nfork.outbounds.sinks.file.check_sink_dir}).
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from io import BytesIO
 from typing import Any, cast
 from urllib.parse import quote, unquote
 
+from attrs import define, field
 from klein import Klein
 from klein.resource import KleinResource
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -33,7 +45,15 @@ from twisted.web.resource import Resource
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import BaseConverter, ValidationError
 
-from nfork.config import ConfigError, decode_json, parse_inbound, parse_outbound
+from nfork.config import (
+    ConfigError,
+    OutboundConfig,
+    decode_json,
+    parse_inbound,
+    parse_outbound,
+)
+from nfork.config.errors import plugin_error_context
+from nfork.config.errors import quote as quoted
 from nfork.control.changes import Changes, PersistError
 from nfork.control.controller import (
     Conflict,
@@ -49,17 +69,33 @@ from nfork.control.profiling import (
     ProfileBusy,
     Profiler,
     heap_report,
+    start_heap_tracing,
     stop_heap_tracing,
     thread_stacks,
+)
+from nfork.outbounds.sinks.file import (
+    BlockingRunner,
+    OutsideSinkDir,
+    check_sink_dir,
+    sink_path,
+    thread_runner,
 )
 
 MAX_BODY = 1024 * 1024
 """The largest request body accepted, in bytes (larger ones get 413)."""
 
 OPEN_PATHS = frozenset({b"/healthz", b"/metrics"})
-"""Paths served without the token: what load balancers and Prometheus poll."""
+"""Paths served without the token and whatever the C{Host}: what load
+balancers and Prometheus poll."""
+
+LOOPBACK_NAMES = frozenset({"localhost"})
+"""Host names that are the control API's own (with its port), besides
+loopback and bound addresses."""
 
 _CHANGING_METHODS = frozenset({b"POST", b"PUT", b"DELETE"})
+_SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+"""Methods a browser's page may send freely; every other one changes
+something and gets the C{Origin} and C{Content-Type} rules."""
 
 _PPROF_INDEX = """\
 nfork profiling endpoints (Python's equivalents of Go's pprof):
@@ -69,14 +105,140 @@ nfork profiling endpoints (Python's equivalents of Go's pprof):
                                 keeps flowing; text sorted by cumulative time,
                                 or ?format=pstats for the raw pstats file
 /debug/pprof/threads            the current stack of every thread
-/debug/pprof/heap               top allocations (tracemalloc; the first call
-                                starts tracing, DELETE stops it)
+/debug/pprof/heap               top allocations, once tracemalloc runs:
+                                POST starts it (it slows allocations down),
+                                GET reports, DELETE stops it
 /debug/klog                     the last 1000 log events (?level=warn)
 """
 
 
 class BadRequest(Exception):
     """The request itself is wrong (a query parameter, a body that is not UTF-8)."""
+
+
+class Forbidden(Exception):
+    """The request is understood but not allowed (a file sink outside --sink-dir)."""
+
+
+def split_authority(value: str) -> tuple[str, int | None] | None:
+    """C{(host, port)} of a C{Host} value or an origin's C{host[:port]}.
+
+    The host is lower-cased, without brackets (IPv6) or a final dot; the
+    port is None when absent.  None for anything malformed.
+    """
+    port_text: str | None = None
+    if value.startswith("["):
+        host, bracket, rest = value[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+        if rest:
+            port_text = rest[1:]
+    else:
+        host, colon, port_text_or_empty = value.partition(":")
+        if colon:
+            port_text = port_text_or_empty
+    if port_text is not None:
+        if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5:
+            return None
+        port: int | None = int(port_text)
+        if not 0 < cast(int, port) <= 65535:
+            return None
+    else:
+        port = None
+    host = host.lower()
+    if host.endswith("."):
+        host = host[:-1]
+    if not host or any(c in host for c in "/\\@ \t?#"):
+        return None
+    return host, port
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+@define
+class ControlHosts:
+    """The C{Host} values the control API answers to, against DNS rebinding.
+
+    A page of C{evil.example} whose name is made to resolve to the control
+    API's address sends C{Host: evil.example}: only the API's own names are
+    served.  They are: the names given with C{--control-allow-host}
+    (C{name}: any port; C{name:port}: that one), and, with the port the API
+    listens on, C{localhost}, every loopback address and the address it is
+    bound to (any IP address when bound to all of them).  On a UNIX socket
+    C{localhost} and loopback addresses are accepted with any port.
+    """
+
+    names: tuple[tuple[str, int | None], ...] = ()
+    """Parsed C{--control-allow-host} values (L{split_authority})."""
+    _port: int | None = field(default=None, init=False)
+    _address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = field(
+        default=None, init=False
+    )
+    _any_address: bool = field(default=False, init=False)
+    _unix: bool = field(default=False, init=False)
+
+    @classmethod
+    def from_names(cls, names: Iterable[str]) -> ControlHosts:
+        """From C{--control-allow-host} values.
+
+        @raise ValueError: for a value that is not C{name} or C{name:port}.
+        """
+        parsed = []
+        for name in names:
+            authority = split_authority(name.strip())
+            if authority is None:
+                raise ValueError(f"invalid host name {name!r} (expected NAME[:PORT])")
+            parsed.append(authority)
+        return cls(tuple(parsed))
+
+    def listening(self, address: object) -> None:
+        """Learn the address the control API got (its port may have been 0)."""
+        if isinstance(address, IPv4Address | IPv6Address):
+            self._port = address.port
+            ip = _ip(address.host.partition("%")[0])
+            self._any_address = ip is not None and ip.is_unspecified
+            self._address = ip
+        elif isinstance(address, UNIXAddress):
+            self._unix = True
+
+    def allows(self, value: bytes) -> bool:
+        """Whether a request with C{Host: value} is for the control API."""
+        authority = split_authority(value.decode("latin-1").strip())
+        if authority is None:
+            return False
+        host, port = authority
+        for name, name_port in self.names:
+            if host == name and (name_port is None or name_port == (port or 80)):
+                return True
+        ip = _ip(host)
+        local = host in LOOPBACK_NAMES or (ip is not None and ip.is_loopback)
+        if self._unix:
+            return local
+        if self._port is None or (port or 80) != self._port:
+            return False
+        return local or (ip is not None and (self._any_address or ip == self._address))
+
+
+def own_origin(origin: bytes, host: bytes) -> bool:
+    """Whether C{Origin: origin} is the site of C{Host: host} (same authority).
+
+    C{null}, another scheme than http(s), another host or port: no.
+    """
+    scheme, sep, rest = origin.decode("latin-1").strip().partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in ("http", "https"):
+        return False
+    theirs = split_authority(rest)
+    ours = split_authority(host.decode("latin-1").strip())
+    if theirs is None or ours is None:
+        return False
+    default = 80 if scheme == "http" else 443
+    return theirs[0] == ours[0] and (theirs[1] or default) == (ours[1] or default)
 
 
 class _NameConverter(BaseConverter):
@@ -170,6 +332,8 @@ class ControlAPI:
         log_ring: LogRing | None = None,
         token: str | None = None,
         ready: Callable[[], bool] = lambda: True,
+        hosts: ControlHosts | None = None,
+        sink_dir: str | None = None,
     ) -> None:
         """
         @param changes: applies (and persists) changes; default: not persisted.
@@ -177,18 +341,49 @@ class ControlAPI:
         @param token: if given, every route but L{OPEN_PATHS} requires
             C{Authorization: Bearer <token>}.
         @param ready: whether every configured inbound listens (C{/healthz}).
+        @param hosts: the C{Host} values served (every route but
+            L{OPEN_PATHS}); None: any (an API embedded behind other checks).
+        @param sink_dir: the directory C{file://} sinks given in a request
+            must be in; None: such sinks are refused.
         """
         self._controller = controller
         self._changes = changes if changes is not None else Changes(controller)
         self._log_ring = log_ring if log_ring is not None else LogRing()
         self._token = token
         self._ready = ready
+        self._hosts = hosts
+        self._sink_dir = sink_dir
+        self._run: BlockingRunner = thread_runner(reactor)
         self.profiler = Profiler(reactor)
         self.registry = metrics_registry(controller)
 
     def resource(self) -> Resource:
-        """The resource to serve: token check and body limit, then the routes."""
-        return ControlResource(self.app.resource(), self._token)
+        """The resource to serve: browser rules, token, body limit, then routes."""
+        return ControlResource(self.app.resource(), self._token, self._hosts)
+
+    async def _check_sinks(
+        self, inbound: str, outbounds: Iterable[OutboundConfig]
+    ) -> None:
+        """Refuse a C{file://} sink outside C{--sink-dir} (L{Forbidden}).
+
+        Only the API's callers are confined: the config file's sinks are the
+        operator's, and so are those of a reload.
+        """
+        for outbound in outbounds:
+            if outbound.address.scheme != "file":
+                continue
+            where = f"inbound {quoted(inbound)}: outbound {quoted(outbound.name)}"
+            with plugin_error_context(inbound, outbound.name):
+                path = sink_path(outbound)  # a malformed address is a 400
+            if self._sink_dir is None:
+                raise Forbidden(
+                    f"{where}: file sinks created through the control API must be "
+                    "inside the directory given with --sink-dir, which is not set"
+                )
+            try:
+                await self._run(check_sink_dir, path, self._sink_dir)
+            except OutsideSinkDir as e:
+                raise Forbidden(f"{where}: {e} (--sink-dir)") from None
 
     # -- gonfork's routes -------------------------------------------------
 
@@ -201,6 +396,7 @@ class ControlAPI:
     async def add_inbound(self, request: IRequest) -> bytes:
         """Start the inbound in the body; it listens before the answer."""
         config = parse_inbound(_read_json(request))
+        await self._check_sinks(config.name, config.outbounds)
         added = await self._changes.add_inbound(config)
         request.setHeader(
             b"Location", f"/v1/nfork/{quote(added.name, safe='')}".encode()
@@ -237,6 +433,7 @@ class ControlAPI:
         """Add or replace an outbound: 201 when added, 200 when replaced."""
         self._controller.inbound(inbound)  # an unknown inbound is a 404 first
         config = parse_outbound(inbound, outbound, _read_json(request))
+        await self._check_sinks(inbound, [config])
         updated, added = await self._changes.put_outbound(inbound, config)
         code = 201 if added else 200
         self._audit(request, code)
@@ -317,13 +514,27 @@ class ControlAPI:
 
     @app.route("/debug/pprof/heap", methods=["GET"])
     def pprof_heap(self, request: IRequest) -> bytes:
-        """Top allocations; the first call starts tracing and says so."""
+        """Top allocations, if tracing; changes nothing (POST starts tracing)."""
         return _text(request, heap_report())
+
+    @app.route("/debug/pprof/heap", methods=["POST"])
+    def pprof_heap_start(self, request: IRequest) -> bytes:
+        """Start tracing allocations, for the GETs that follow."""
+        started = start_heap_tracing()
+        self._audit(request, 200)
+        return _text(
+            request,
+            "tracemalloc started: GET /debug/pprof/heap reports the top "
+            "allocations from now on; DELETE stops it\n"
+            if started
+            else "tracemalloc was already running\n",
+        )
 
     @app.route("/debug/pprof/heap", methods=["DELETE"])
     def pprof_heap_stop(self, request: IRequest) -> bytes:
         """Stop tracing allocations (tracing slows allocations down)."""
         was = stop_heap_tracing()
+        self._audit(request, 200)
         return _text(
             request,
             "tracemalloc stopped\n" if was else "tracemalloc was not running\n",
@@ -359,6 +570,10 @@ class ControlAPI:
     @app.handle_errors(ConfigError, BadRequest)
     def _bad_request(self, request: IRequest, failure: Failure) -> bytes:
         return self._error(request, 400, str(failure.value))
+
+    @app.handle_errors(Forbidden)
+    def _forbidden(self, request: IRequest, failure: Failure) -> bytes:
+        return self._error(request, 403, str(failure.value))
 
     @app.handle_errors(UnknownInbound, UnknownOutbound)
     def _not_found(self, request: IRequest, failure: Failure) -> bytes:
@@ -421,31 +636,36 @@ class ControlAPI:
 
 
 class ControlResource(Resource):
-    """Checks the token and the body size, then hands the raw path to Klein."""
+    """Browser rules, token and body size; then the raw path goes to Klein."""
 
     isLeaf = True
     _log = Logger()
 
-    def __init__(self, routes: KleinResource, token: str | None) -> None:
+    def __init__(
+        self,
+        routes: KleinResource,
+        token: str | None,
+        hosts: ControlHosts | None = None,
+    ) -> None:
         super().__init__()
         self._routes = routes
         self._expected = None if token is None else f"Bearer {token}".encode()
+        self._hosts = hosts
 
     def render(self, request: IRequest) -> Any:
-        """Refuse a missing token (401) or a large body (413); else route."""
+        """Refuse a browser's request (403), a missing token (401) or a large
+        body (413); else route."""
         path: bytes = request.path
+        refusal = self._browser_refusal(request, path)
+        if refusal is not None:
+            self._refused(request, path, refusal)
+            return _json(request, 403, {"error": refusal})
         if (
             self._expected is not None
             and path not in OPEN_PATHS
             and not self._authorized(request)
         ):
-            self._log.warn(
-                "control API: refused {method} {path} from {client}: "
-                "missing or wrong token",
-                method=cast(bytes, request.method).decode("latin-1"),
-                path=path.decode("latin-1"),
-                client=_format_address(request.getClientAddress()),
-            )
+            self._refused(request, path, "missing or wrong token")
             request.setHeader(b"WWW-Authenticate", b'Bearer realm="nfork"')
             return _json(
                 request,
@@ -469,6 +689,59 @@ class ControlResource(Resource):
         request.postpath = path[1:].split(b"/")
         return self._routes.render(request)
 
+    def _browser_refusal(self, request: IRequest, path: bytes) -> str | None:
+        """Why a browser could have sent this request (a 403), or None.
+
+        Against DNS rebinding, the C{Host} must be one of the API's names
+        (L{OPEN_PATHS} excepted).  Against cross-site requests, a change
+        must not come from another site's page (C{Origin}) nor be a form or
+        a plain-text C{fetch} (C{Content-Type}).
+        """
+        headers = request.requestHeaders
+        hosts = headers.getRawHeaders(b"host") or []
+        if (
+            self._hosts is not None
+            and path not in OPEN_PATHS
+            and (len(hosts) != 1 or not self._hosts.allows(hosts[0]))
+        ):
+            shown = hosts[0].decode("latin-1")[:100] if hosts else ""
+            return (
+                f"Host {quoted(shown)} is not a name of the control API "
+                "(add it with --control-allow-host)"
+            )
+        if request.method in _SAFE_METHODS:
+            return None
+        origins = headers.getRawHeaders(b"origin") or []
+        if origins and not (
+            len(origins) == 1 and len(hosts) == 1 and own_origin(origins[0], hosts[0])
+        ):
+            shown = origins[0].decode("latin-1")[:100]
+            return (
+                f"Origin {quoted(shown)} is another site: changes are refused "
+                "from web pages"
+            )
+        types = headers.getRawHeaders(b"content-type") or []
+        if types:
+            media = types[0].partition(b";")[0].strip().lower()
+            if len(types) != 1 or media != b"application/json":
+                shown = types[0].decode("latin-1")[:100]
+                return (
+                    f"Content-Type {quoted(shown)} refused: a change is sent as "
+                    "application/json"
+                )
+        elif _has_body(request):
+            return "a request body needs Content-Type: application/json"
+        return None
+
+    def _refused(self, request: IRequest, path: bytes, reason: str) -> None:
+        self._log.warn(
+            "control API: refused {method} {path} from {client}: {reason}",
+            method=cast(bytes, request.method).decode("latin-1"),
+            path=path.decode("latin-1"),
+            client=_format_address(request.getClientAddress()),
+            reason=reason,
+        )
+
     def _authorized(self, request: IRequest) -> bool:
         given = request.requestHeaders.getRawHeaders(b"authorization") or []
         if len(given) != 1:
@@ -479,6 +752,17 @@ class ControlResource(Resource):
             hmac.compare_digest(b"Bearer " + token.strip(), self._expected)
             and scheme.lower() == b"bearer"
         )
+
+
+def _has_body(request: IRequest) -> bool:
+    if getattr(request, "body_too_large", False):
+        return True
+    content = request.content
+    if content is None:
+        return False
+    size = content.seek(0, 2)
+    content.seek(0)
+    return bool(size > 0)
 
 
 def _body_too_large(request: IRequest) -> bool:

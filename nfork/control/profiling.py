@@ -124,15 +124,14 @@ def thread_stacks() -> str:
 def heap_report(lines: int = HEAP_LINES) -> str:
     """The source lines holding the most memory allocated since tracing began.
 
-    The first call starts C{tracemalloc} (which slows allocations down) and
-    says so: only allocations made from then on are traced.
+    Changes nothing: when C{tracemalloc} is not running, it says how to
+    start it (L{start_heap_tracing}, C{POST /debug/pprof/heap}).
     """
     if not tracemalloc.is_tracing():
-        tracemalloc.start()
         return (
-            "tracemalloc was not running: it is started now. Allocations are "
-            "traced from this moment on; ask again to see the top allocations "
-            "(DELETE /debug/pprof/heap stops tracing).\n"
+            "tracemalloc is not running. POST /debug/pprof/heap starts it (it "
+            "slows allocations down); allocations are traced from then on, and "
+            "GET /debug/pprof/heap shows the top ones. DELETE stops it.\n"
         )
     snapshot = tracemalloc.take_snapshot().filter_traces(
         [tracemalloc.Filter(False, tracemalloc.__file__)]
@@ -145,6 +144,14 @@ def heap_report(lines: int = HEAP_LINES) -> str:
     ]
     out += [str(stat) for stat in top]
     return "\n".join(out) + "\n"
+
+
+def start_heap_tracing() -> bool:
+    """Start C{tracemalloc}; return whether it was started now (not already)."""
+    if tracemalloc.is_tracing():
+        return False
+    tracemalloc.start()
+    return True
 
 
 def stop_heap_tracing() -> bool:

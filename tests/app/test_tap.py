@@ -24,7 +24,8 @@ from nfork.app.tap import (
     makeService,
     read_token,
 )
-from nfork.control.api import ControlSite
+from nfork.control.api import ControlHosts, ControlSite
+from nfork.control.klog import LogRingService
 
 
 @pytest.fixture
@@ -68,11 +69,20 @@ def test_control_accepts_the_forms_of_listen_or_none(config_file: str) -> None:
         options("--config", config_file, "--control", "nowhere")
 
 
+TOKEN = "s3cret-0123456789abcdef"
+
+
+def private_file(path: Path, content: bytes) -> Path:
+    """C{path} holding C{content}, for its owner only (as a token must be)."""
+    path.write_bytes(content)
+    path.chmod(0o600)
+    return path
+
+
 def test_token_file_is_stripped(config_file: str, tmp_path: Path) -> None:
-    token = tmp_path / "token"
-    token.write_text("  s3cret\n\n")
+    token = private_file(tmp_path / "token", f"  {TOKEN}\n\n".encode())
     parsed = options("--config", config_file, "--control-token-file", str(token))
-    assert parsed.token == "s3cret"
+    assert parsed.token == TOKEN
 
 
 @pytest.mark.parametrize(
@@ -82,15 +92,35 @@ def test_token_file_is_stripped(config_file: str, tmp_path: Path) -> None:
         (b" \n\t\n", "is empty"),
         (b"two words\n", "one line without spaces"),
         (b"\xff\xfe", "not UTF-8"),
+        (b"short-token-15b\n", "is 15 bytes long; at least 16 are required"),
     ],
 )
 def test_a_bad_token_file_stops_the_start(
     tmp_path: Path, content: bytes, message: str
 ) -> None:
-    token = tmp_path / "token"
-    token.write_bytes(content)
+    token = private_file(tmp_path / "token", content)
     with pytest.raises(usage.UsageError, match=message):
         read_token(str(token))
+
+
+def test_a_token_of_sixteen_bytes_is_enough(tmp_path: Path) -> None:
+    token = private_file(tmp_path / "token", b"0123456789abcdef")
+    assert read_token(str(token)) == "0123456789abcdef"
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620, 0o602, 0o700 | 0o001])
+def test_a_token_file_open_to_others_stops_the_start(
+    config_file: str, tmp_path: Path, mode: int
+) -> None:
+    # Like an ssh private key: group or others may not even read it.
+    token = private_file(tmp_path / "my token", TOKEN.encode())
+    token.chmod(mode)
+    with pytest.raises(usage.UsageError) as caught:
+        options("--config", config_file, "--control-token-file", str(token))
+    message = str(caught.value)
+    assert f"(mode {mode:04o})" in message
+    assert f"chmod 600 '{token}'" in message
+    assert TOKEN not in message
 
 
 def test_a_missing_token_file_stops_the_start(config_file: str, tmp_path: Path) -> None:
@@ -216,8 +246,7 @@ def test_the_demo_prints_the_control_apis_curl_commands() -> None:
 
 
 def test_the_demo_commands_read_the_token_file(tmp_path: Path) -> None:
-    token_file = tmp_path / "my token"
-    token_file.write_text("s3cret\n")
+    token_file = private_file(tmp_path / "my token", f"{TOKEN}\n".encode())
     text = _demo_log(
         "--control", "127.0.0.1:9190", "--control-token-file", str(token_file)
     )
@@ -225,7 +254,7 @@ def test_the_demo_commands_read_the_token_file(tmp_path: Path) -> None:
     assert f"curl {auth} http://127.0.0.1:9190/v1/nfork/stats" in text
     assert f"curl -X POST {auth} http://127.0.0.1:9190/v1/nfork/demo" in text
     assert "curl http://127.0.0.1:9190/metrics" in text
-    assert "s3cret" not in text
+    assert TOKEN not in text
 
 
 def test_make_service_tunes_the_garbage_collector() -> None:
@@ -309,3 +338,60 @@ def test_a_second_sigterm_while_draining_stops_the_reactor_once() -> None:
         assert reactor.stops == 1
     finally:
         service.stopService()
+
+
+def test_control_allow_host_is_repeatable_and_checked(config_file: str) -> None:
+    parsed = options(
+        "--config",
+        config_file,
+        "--control-allow-host",
+        "nfork.internal",
+        "--control-allow-host",
+        "Proxy.Example:8443",
+    )
+    assert parsed.hosts.names == (("nfork.internal", None), ("proxy.example", 8443))
+    assert parsed.hosts.allows(b"nfork.internal:1234")
+    assert not parsed.hosts.allows(b"proxy.example:443")
+    for bad in ("", "a b", "host:port", "[::1", "x:99999"):
+        with pytest.raises(usage.UsageError, match="--control-allow-host: invalid"):
+            options("--config", config_file, "--control-allow-host", bad)
+
+
+def test_sink_dir_must_be_a_directory(config_file: str, tmp_path: Path) -> None:
+    assert options("--config", config_file).sink_dir is None
+    parsed = options("--config", config_file, "--sink-dir", str(tmp_path))
+    assert parsed.sink_dir == str(tmp_path)
+    with pytest.raises(usage.UsageError, match=r"--sink-dir: .* is not a directory"):
+        options("--config", config_file, "--sink-dir", str(tmp_path / "missing"))
+
+
+def test_the_control_service_tells_the_host_rule_its_port() -> None:
+    hosts = ControlHosts()
+    reactor = MemoryReactorClock()
+    service = ControlService(
+        reactor, "127.0.0.1:9191", Site(Resource()), False, hosts=hosts
+    )
+    assert not hosts.allows(b"127.0.0.1:9191")
+    service.privilegedStartService()
+    assert hosts.allows(b"127.0.0.1:9191")
+    assert hosts.allows(b"localhost:9191")
+    assert not hosts.allows(b"localhost:9192")
+    # The memory reactor's port says 0.0.0.0: any address of the machine.
+    assert hosts.allows(b"10.0.0.1:9191")
+    assert not hosts.allows(b"evil.example:9191")
+
+
+def test_the_exposed_control_api_warning_reaches_the_log_ring(
+    config_file: str,
+) -> None:
+    root = makeService(
+        options("--config", config_file, "--control", ":9090"), MemoryReactorClock()
+    )
+    ring = services(root)[LogRingService].ring
+    root.privilegedStartService()
+    root.startService()
+    try:
+        texts = [event["text"] for event in ring.events(LogLevel.warn)]
+    finally:
+        root.stopService()
+    assert any("beyond loopback, without a token" in str(t) for t in texts), texts

@@ -15,9 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import Logger, LogLevel, capturedLogs
+from twisted.logger import Logger, LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
@@ -31,7 +32,15 @@ from nfork.config import (
     parse_inbound,
     parse_outbound,
 )
-from nfork.control.api import MAX_BODY, ControlAPI, ControlRequest
+from nfork.control.api import (
+    MAX_BODY,
+    ControlAPI,
+    ControlHosts,
+    ControlRequest,
+    ControlResource,
+    own_origin,
+    split_authority,
+)
 from nfork.control.changes import Changes
 from nfork.control.configfile import ConfigFile
 from nfork.control.controller import Controller
@@ -93,12 +102,16 @@ class API:
         body: bytes | None = None,
         headers: dict[bytes, list[bytes]] | None = None,
     ) -> Deferred[Answer]:
+        headers = dict(headers or {})
+        if body and not any(name.lower() == b"content-type" for name in headers):
+            headers[b"Content-Type"] = [b"application/json"]
+
         async def go() -> Answer:
             response = await self.stub.request(
                 method,
                 "http://control" + path,
                 data=body,
-                headers=Headers(headers or {}),
+                headers=Headers(headers),
             )
             content = await self.stub.content(response)
             return Answer(response.code, response.headers, content)
@@ -369,7 +382,7 @@ def test_activate_switches_the_active_outbound(api: API) -> None:
         ("GET", "/v1/nfork/web/prod/activate", b"POST"),
         ("DELETE", "/v1/nfork/web/prod/stats", b"GET, HEAD"),
         ("POST", "/healthz", b"GET, HEAD"),
-        ("PUT", "/debug/pprof/heap", b"DELETE, GET, HEAD"),
+        ("PUT", "/debug/pprof/heap", b"DELETE, GET, HEAD, POST"),
     ],
 )
 def test_a_wrong_method_gets_405_with_allow(
@@ -450,7 +463,7 @@ def test_a_refused_token_is_logged_as_a_warning() -> None:
         api.call("GET", "/v1/nfork")
     warnings = [e for e in events if e["log_level"] == LogLevel.warn]
     assert len(warnings) == 1
-    assert "missing or wrong token" in warnings[0]["log_format"]
+    assert "missing or wrong token" in formatEvent(warnings[0])
     assert TOKEN not in json.dumps([str(v) for v in warnings[0].values()])
 
 
@@ -541,13 +554,20 @@ def no_tracemalloc() -> Iterator[None]:
         tracemalloc.stop()
 
 
-def test_pprof_heap_starts_tracemalloc_then_reports(
+def test_pprof_heap_get_changes_nothing_post_starts_tracing(
     api: API, no_tracemalloc: None
 ) -> None:
-    answer = api.call("GET", "/debug/pprof/heap")
+    for _ in range(2):
+        answer = api.call("GET", "/debug/pprof/heap")
+        assert answer.code == 200
+        assert b"not running. POST /debug/pprof/heap starts it" in answer.body
+        assert not tracemalloc.is_tracing()
+    answer = api.call("POST", "/debug/pprof/heap")
     assert answer.code == 200
-    assert b"started now" in answer.body
+    assert answer.body.startswith(b"tracemalloc started")
     assert tracemalloc.is_tracing()
+    answer = api.call("POST", "/debug/pprof/heap")
+    assert answer.body == b"tracemalloc was already running\n"
     kept = [bytearray(1000) for _ in range(100)]
     answer = api.call("GET", "/debug/pprof/heap")
     assert b"top" in answer.body and b"KiB" in answer.body
@@ -806,3 +826,128 @@ def test_any_json_put_as_an_outbound_gets_2xx_or_a_4xx_json_error(
     for outbound in ("y", "prod"):
         answer = api.call("PUT", f"/v1/nfork/x/{outbound}", json.dumps(body).encode())
         assert_not_a_server_error(answer)
+
+
+# -- browsers: Host, Origin, Content-Type -----------------------------------
+
+
+def test_split_authority() -> None:
+    assert split_authority("Example.COM.") == ("example.com", None)
+    assert split_authority("h:8080") == ("h", 8080)
+    assert split_authority("[::1]:9090") == ("::1", 9090)
+    assert split_authority("[::1]") == ("::1", None)
+    for bad in ("", ":80", "h:", "h:x", "h:99999", "h:0", "[::1", "[::1]x", "a b"):
+        assert split_authority(bad) is None, bad
+    assert split_authority("a@b:1") is None
+
+
+def test_control_hosts_bound_to_one_address() -> None:
+    hosts = ControlHosts.from_names(["api.example", "proxy.example:8443"])
+    assert not hosts.allows(b"127.0.0.1:9090")  # not listening yet
+    hosts.listening(IPv4Address("TCP", "10.0.0.5", 9090))
+    for good in (
+        b"10.0.0.5:9090",
+        b"127.0.0.1:9090",
+        b"127.0.0.2:9090",
+        b"[::1]:9090",
+        b"localhost:9090",
+        b"api.example",
+        b"api.example:1",
+        b"proxy.example:8443",
+    ):
+        assert hosts.allows(good), good
+    for bad in (
+        b"10.0.0.6:9090",
+        b"10.0.0.5:9091",
+        b"10.0.0.5",
+        b"evil.example:9090",
+        b"proxy.example",
+        b"localhost",
+        b"",
+    ):
+        assert not hosts.allows(bad), bad
+
+
+def test_control_hosts_on_every_address_or_a_unix_socket() -> None:
+    hosts = ControlHosts()
+    hosts.listening(IPv6Address("TCP", "::", 80))
+    assert hosts.allows(b"192.0.2.1") and hosts.allows(b"[2001:db8::1]:80")
+    assert not hosts.allows(b"evil.example")
+    unix = ControlHosts()
+    unix.listening(UNIXAddress(b"/run/nfork.sock"))
+    assert unix.allows(b"localhost") and unix.allows(b"localhost:8080")
+    assert not unix.allows(b"evil.example")
+
+
+def test_own_origin() -> None:
+    assert own_origin(b"http://h:9090", b"h:9090")
+    assert own_origin(b"http://H:80", b"h")
+    assert own_origin(b"https://h", b"h")
+    assert not own_origin(b"http://h:9091", b"h:9090")
+    assert not own_origin(b"http://evil", b"h")
+    assert not own_origin(b"null", b"h")
+    assert not own_origin(b"file://h", b"h")
+    assert not own_origin(b"https://h", b"h:80")
+
+
+def hosted_api() -> API:
+    api = API()
+    hosts = ControlHosts.from_names(["control"])  # StubTreq's "http://control"
+    hosts.listening(IPv4Address("TCP", "127.0.0.1", 9090))
+    api.stub = StubTreq(ControlResource(api.api.app.resource(), None, hosts))
+    api.add()
+    return api
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "refused"),
+    [
+        ({}, None, False),
+        ({b"Content-Type": [b"application/json"]}, None, False),
+        ({b"Content-Type": [b"text/plain"]}, None, True),
+        ({b"Content-Type": [b"application/x-www-form-urlencoded"]}, None, True),
+        ({b"Content-Type": [b"application/json", b"text/plain"]}, None, True),
+        ({b"Origin": [b"http://evil.example"]}, None, True),
+        ({b"Origin": [b"http://control"]}, None, False),
+        ({b"Origin": [b"http://control", b"http://control"]}, None, True),
+        ({b"Host": [b"evil.example"]}, None, True),
+    ],
+)
+def test_changes_from_a_browser_are_refused(
+    headers: dict[bytes, list[bytes]], body: bytes | None, refused: bool
+) -> None:
+    api = hosted_api()
+    with capturedLogs() as events:
+        answer = api.call(
+            "POST", "/v1/nfork/web/staging/activate", body, headers=headers
+        )
+    if refused:
+        assert answer.code == 403
+        assert answer.error
+        assert any(e["log_level"] == LogLevel.warn for e in events)
+        assert api.controller.configs()[0].active == "prod"
+    else:
+        assert answer.code == 200, answer.body
+
+
+def test_a_body_without_a_type_is_refused() -> None:
+    api = hosted_api()
+    answer = api.call(
+        "PUT",
+        "/v1/nfork/web/x",
+        b'"h:1"',
+        headers={b"Content-Type": [b"text/plain"]},
+    )
+    assert answer.code == 403
+    assert "application/json" in answer.error
+    assert api.controller.configs()[0].outbound("x") is None
+
+
+def test_file_sinks_need_a_sink_dir(tmp_path: Any) -> None:
+    api = API()
+    api.add()
+    answer = api.call("PUT", "/v1/nfork/web/rec", f"file://{tmp_path}/r.jsonl")
+    assert answer.code == 403
+    assert "--sink-dir" in answer.error
+    answer = api.call("PUT", "/v1/nfork/web/rec", "file://host/r.jsonl")
+    assert answer.code == 400  # a malformed address is the caller's mistake

@@ -21,6 +21,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
+from twisted.web.http_headers import Headers
 
 from nfork.config import load_config
 from nfork.control.api import ControlAPI, ControlSite
@@ -31,7 +32,7 @@ from tests.support.backends import RecordingService, ThreadedBackend
 from tests.support.configs import inbound_json, write_config
 from tests.support.process import TwistdProcess
 
-TOKEN = "e2e-token"
+TOKEN = "e2e-token-0123456789"
 
 
 class ControlAPITests(TestCase):
@@ -64,8 +65,11 @@ class ControlAPITests(TestCase):
     @inlineCallbacks
     def call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
+        headers: dict[bytes | str, bytes | str] = (
+            {} if body is None else {"Content-Type": "application/json"}
+        )
         response = yield treq.request(
-            method, self.control + path, data=data, pool=self.pool
+            method, self.control + path, data=data, headers=headers, pool=self.pool
         )
         content = yield treq.content(response)
         if response.headers.getRawHeaders(b"content-type") == [b"application/json"]:
@@ -207,7 +211,10 @@ class ControlAPITests(TestCase):
     @inlineCallbacks
     def test_a_large_body_is_refused_by_the_real_site(self) -> Any:
         response = yield treq.post(
-            self.control + "/v1/nfork", data=b"x" * (1024 * 1024 + 10), pool=self.pool
+            self.control + "/v1/nfork",
+            data=b"x" * (1024 * 1024 + 10),
+            headers=Headers({b"Content-Type": [b"application/json"]}),
+            pool=self.pool,
         )
         body = yield treq.json_content(response)
         self.assertEqual(response.code, 413)
@@ -246,6 +253,8 @@ def request(
 ) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
@@ -263,6 +272,7 @@ def test_changes_made_through_the_api_survive_a_restart(
     )
     token = tmp_path / "token"
     token.write_text(TOKEN + "\n")
+    token.chmod(0o600)
     args = [
         "--config",
         str(config),

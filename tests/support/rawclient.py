@@ -6,6 +6,8 @@ garbage, a half request, a slow trickle.  Loopback only.
 
 from __future__ import annotations
 
+import socket
+
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IReactorTCP
@@ -52,3 +54,43 @@ def raw_exchange(reactor: IReactorTCP, port: int, request: bytes) -> Deferred[by
         return await client.done
 
     return Deferred.fromCoroutine(exchange())
+
+
+def never_reading_socket(
+    port: int, request: bytes, receive_buffer: int = 4096
+) -> socket.socket:
+    """A socket to C{127.0.0.1:port} that has sent C{request} and never reads.
+
+    Its receive buffer is set small before connecting, so that the answers
+    pile up on the server's side at once.  A plain non-blocking socket, off
+    the reactor: nothing ever reads it.  The caller closes it.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.settimeout(5.0)
+        # Loopback: the kernel completes the handshake and takes these few
+        # KiB at once, whether or not the server has accepted yet.
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(request)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def split_response(raw: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+    """The status, headers (lower-cased names) and body of one raw answer.
+
+    For an answer read until the close: the body is everything after the
+    head, as sent (no chunked decoding).
+    """
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.split(b"\r\n")
+    code = int(status_line.split(b" ")[1])
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    return code, headers, body

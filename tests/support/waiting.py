@@ -13,6 +13,7 @@ from collections.abc import Callable, Sized
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import deferLater
 
 WAIT_TIMEOUT = 10.0
 """Seconds a test waits for arrivals on loopback before it fails."""
@@ -72,3 +73,26 @@ def poll_until(
             return predicate()
         time.sleep(interval)
     return True
+
+
+def eventually(
+    clock: IReactorTime,
+    predicate: Callable[[], bool],
+    timeout: float = 5.0,
+    interval: float = 0.05,
+) -> Deferred[None]:
+    """Fires once C{predicate()} is true, checked every C{interval} on C{clock}.
+
+    For state the reactor's threads change (a file written in the thread
+    pool); fails with an AssertionError after C{timeout} seconds.
+    """
+
+    async def check() -> None:
+        for _ in range(max(1, int(timeout / interval))):
+            if predicate():
+                return
+            await deferLater(clock, interval, lambda: None)
+        if not predicate():
+            raise AssertionError(f"not true after {timeout}s: {predicate!r}")
+
+    return Deferred.fromCoroutine(check())
