@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from attrs import define, field, frozen
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from nfork.config import InboundConfig, OutboundConfig
@@ -30,6 +31,9 @@ from nfork.proxy.headers import (
 )
 from nfork.proxy.messages import CopyDropped, ProxyRequest, ProxyResponse
 from nfork.proxy.stats import OutboundStats
+
+_log = Logger()
+"""For the failures of active outbounds, whose details clients never see."""
 
 
 class OutboundTimeout(Exception):
@@ -167,13 +171,19 @@ class InboundFork:
         body: bytes,
         client_ip: str,
         secure: bool,
+        trusted: bool = False,
     ) -> ProxyRequest:
-        """The copy of a client request that every outbound receives."""
+        """The copy of a client request that every outbound receives.
+
+        C{uri} is in origin form (the server turned an absolute-form target
+        into it); C{trusted} says the client is in a C{trustForwarded} network
+        (C{InboundConfig.trusts_forwarded}), so its C{X-Forwarded-*} headers are kept.
+        """
         return ProxyRequest(
             method=method,
             uri=uri,
             headers=outbound_request_headers(
-                headers, client_ip, b"https" if secure else b"http"
+                headers, client_ip, b"https" if secure else b"http", trusted
             ),
             body=body,
             client=client_ip,
@@ -322,8 +332,18 @@ def _answer_failure(failure: Failure, responder: Responder, routing: Routing) ->
     elif failure.check(CancelledError):
         responder.drop()
     else:
-        reason = failure.getErrorMessage() or repr(failure.value)
+        # The reason may name the backend's address or quote OpenSSL or the
+        # parser: it goes to the log (and /debug/klog), never to the client.
+        active = routing.active
+        _log.warn(
+            "inbound {inbound}: active outbound {outbound} ({address}) failed, "
+            "answered {code}: {reason}",
+            inbound=config.name,
+            outbound=active.name,
+            address=active.config.address.raw,
+            code=config.error_code,
+            reason=failure.getErrorMessage() or repr(failure.value),
+        )
         responder.fail(
-            config.error_code,
-            f'nfork: active outbound "{routing.active.name}" failed: {reason}\n',
+            config.error_code, f'nfork: active outbound "{active.name}" failed\n'
         )

@@ -159,7 +159,8 @@ class ErrorTests(SynchronousTestCase):
         response = self.successResultOf(d)
         self.assertEqual(response.code, 502)
         body = self.successResultOf(h.stub.content(response))
-        self.assertIn(b'active outbound "prod" failed', body)
+        # The reason ("nobody home") goes to the log, not to the client.
+        self.assertEqual(body, b'nfork: active outbound "prod" failed\n')
         self.assertEqual(
             response.headers.getRawHeaders(b"Content-Type"),
             [b"text/plain; charset=utf-8"],
