@@ -119,8 +119,7 @@ class Options(usage.Options):
         """The control API's names (C{--control-allow-host}), for its Host rule."""
 
     def opt_control_allow_host(self, name: str) -> None:
-        """A name (NAME or NAME:PORT) the control API answers to besides its
-        address and localhost, e.g. behind a proxy; repeatable."""
+        """A name (NAME or NAME:PORT) the control API also answers to; repeatable."""
         self["control-allow-host"].append(name)
 
     def postOptions(self) -> None:
