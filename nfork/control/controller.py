@@ -166,12 +166,22 @@ class Controller:
         return running
 
     async def remove_inbound(self, name: str) -> InboundConfig:
-        """Stop listening (the port is closed on return); requests in flight finish."""
+        """Stop listening (the port is closed on return); requests in flight finish.
+
+        Client connections are closed, idle ones now and the others after
+        the request they are sending or waiting for is answered, so that
+        none keeps using this inbound's routing.  Its outbounds are closed
+        once the last connection is and no copy is pending.
+        """
         running = self.inbound(name)
         del self._inbounds[name]
         await _stop_listening(running.port)
+        running.factory.close_connections()
         routes = running.routing.routes
-        running.fork.when_idle().addCallback(lambda _: self._close_routes(routes))
+        fork = running.fork
+        running.factory.when_closed().addCallback(
+            lambda _: fork.when_idle()
+        ).addCallback(lambda _: self._close_routes(routes))
         self._log.info("inbound {name} removed", name=name)
         return running.config
 
@@ -204,6 +214,7 @@ class Controller:
         self._inbounds.clear()
         for inbound in running:
             await _stop_listening(inbound.port)
+            inbound.factory.close_connections()
         if drain_timeout > 0:
             pending = sum(inbound.fork.pending for inbound in running)
             if pending:

@@ -148,8 +148,22 @@ class StatsCollector(Collector):
             "Request copies sent to the outbound and not finished yet.",
             labels=_LABELS,
         )
+        connections = GaugeMetricFamily(
+            "nfork_inbound_connections",
+            "Client connections open to the inbound.",
+            labels=("inbound",),
+        )
+        refused = CounterMetricFamily(
+            "nfork_inbound_connections_refused",
+            "Client connections closed as soon as accepted, because "
+            "maxConnections were open.",
+            labels=("inbound",),
+        )
         for config in self._controller.configs():
-            routing = self._controller.inbound(config.name).routing
+            running = self._controller.inbound(config.name)
+            connections.add_metric([config.name], len(running.factory.connections))
+            refused.add_metric([config.name], running.factory.refused)
+            routing = running.routing
             by_name = {route.name: route for route in routing.routes}
             for outbound in routing.config.outbounds:
                 route = by_name[outbound.name]
@@ -174,6 +188,8 @@ class StatsCollector(Collector):
             latency,
             active,
             inflight,
+            connections,
+            refused,
         )
 
 

@@ -14,6 +14,7 @@ requests are answered with a 4xx and the connection is closed.
 
 from __future__ import annotations
 
+import resource
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, cast
@@ -24,18 +25,25 @@ from httptools import (
     HttpParserUpgrade,
     HttpRequestParser,
 )
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
+    IConsumer,
     IDelayedCall,
+    IHalfCloseableProtocol,
     IPushProducer,
     IReactorTime,
     ISSLTransport,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
+from zope.interface import implementer
 
+from nfork.config import InboundConfig
 from nfork.proxy.fork import InboundFork
-from nfork.proxy.transport import write_now
+from nfork.proxy.target import BadTarget, checked_target, needs_check
+from nfork.proxy.transport import unsent_bytes, write_now
 
 HEADER_TIMEOUT = 10.0
 """Seconds a client has to send a request's line and headers, once started."""
@@ -44,10 +52,15 @@ IDLE_TIMEOUT = 60.0
 """Seconds an idle client connection (keep-alive or silent) is kept open."""
 
 MAX_HEAD_SIZE = 16384
-"""Bytes allowed for a request line plus headers (twisted.web's limit too)."""
+"""Bytes allowed for a request line, headers and trailers (twisted.web's
+limit too); a request target alone longer than this is answered 414."""
 
 MAX_HEADERS = 500
 """Header lines allowed in one request (twisted.web's limit too)."""
+
+DESCRIPTOR_RESERVE = 64
+"""File descriptors kept aside for the process itself (listening sockets, the
+control API, log and sink files) when sizing the default C{maxConnections}."""
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _TIMED_OUT = (
@@ -90,8 +103,15 @@ class _Pending:
         """Non-zero for a refusal: C{uri} is then the text to answer."""
 
 
+@implementer(IPushProducer, IHalfCloseableProtocol)
 class InboundProtocol(Protocol):
-    """One client connection of an inbound; the L{Responder} of its requests."""
+    """One client connection of an inbound; the L{Responder} of its requests.
+
+    It is also the push producer of its own answers (registered with the
+    transport): while more than the transport's buffer (64 KiB) waits to be
+    sent, reading stops and no further request is started, and a client that
+    takes none of it for C{writeTimeout} is cut off.
+    """
 
     def __init__(
         self,
@@ -107,6 +127,9 @@ class InboundProtocol(Protocol):
         self._parser = HttpRequestParser(self)
         self._client_ip = ""
         self._secure = False
+        self._trusted = False
+        """The client is in a C{trustForwarded} network of L{_trust_config}."""
+        self._trust_config: InboundConfig | None = None
         self.gone = False
         """The connection is closed or closing: nothing more is written."""
         self.method = b""
@@ -122,17 +145,46 @@ class InboundProtocol(Protocol):
         self._cancel: Callable[[], object] | None = None
         self._continue_pending = False
         self._header_deadline: IDelayedCall | None = None
+        self._body_deadline: IDelayedCall | None = None
+        self._write_deadline: IDelayedCall | None = None
+        self._write_mark: int | None = None
+        """Unsent bytes when the write deadline was set: less means progress."""
+        self._output_full = False
+        """The transport holds more than its buffer: wait until it drains."""
+        self._closing = False
+        """Close once the request being received or answered is answered."""
+        self.server: InboundServerFactory | None = None
+        """The factory that counts this connection among its inbound's."""
         self._idle_call: IDelayedCall | None = None
         self._last_active = 0.0
         # The request being parsed.
         self._in_head = False
         self._head_bytes = 0
         self._head_raw = 0
-        self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._body: list[bytes] = []
+        self._in_body = False
+        # One buffer, not a list of the parser's pieces: a body sent in tiny
+        # chunks would otherwise cost ~22 times its size.
+        self._body: bytes | bytearray = b""
         self._body_size = 0
         self._expect_continue = False
+        self._url: bytes | bytearray = b""
+        self._target = b""
+        """The request target to forward, in origin form."""
+        self._host = -1
+        """The index of the C{Host} header in C{_headers}, or -1."""
+        self._http_version = ""
+        self._in_trailers = False
+        """A chunk-size line was read and no data after it yet: the trailer
+        section after the last chunk (or, briefly, a chunk's data to come)."""
+        self._section_fresh = False
+        """The head or trailers being read began during the current read."""
+        self._head_exact = False
+        """The head being read began at the first byte of a read."""
+        self._completed_in_read = False
+        """A request ended during the current read."""
+        self._read_closed = False
+        """The client half-closed: no more requests come on this connection."""
 
     # -- connection ------------------------------------------------------
 
@@ -144,15 +196,14 @@ class InboundProtocol(Protocol):
         self._secure = ISSLTransport.providedBy(transport)
         self._last_active = self._clock.seconds()
         self._idle_call = self._clock.callLater(self._idle_timeout, self._idle_check)
+        cast(IConsumer, transport).registerProducer(self, True)
 
     def dataReceived(self, data: bytes) -> None:
         """Parse what arrived; complete requests are forked or queued."""
         if self._broken or self.gone:
             return
         self._last_active = self._clock.seconds()
-        if self._in_head:
-            # Head bytes after its first chunk; guards a line that never ends.
-            self._head_raw += len(data)
+        self._section_fresh = self._completed_in_read = False
         try:
             self._parser.feed_data(data)
         except HttpParserCallbackError as e:
@@ -173,21 +224,34 @@ class InboundProtocol(Protocol):
             self._broken = True
             return
         except HttpParserError:
-            self._refuse(400, "nfork: bad request\n")
+            if self._in_head and self._parser.get_method() == b"PRI":
+                # The HTTP/2 connection preface ("PRI * HTTP/2.0").
+                self._refuse(505, "nfork: HTTP/2 is not supported, only HTTP/1.1\n")
+            else:
+                self._refuse(400, "nfork: bad request\n")
             return
-        if self._in_head:
-            if self._head_raw > MAX_HEAD_SIZE:
-                self._refuse(431, "nfork: request headers too large\n")
-            elif self._header_deadline is None and not self._paused:
-                self._header_deadline = self._clock.callLater(
-                    self._header_timeout, self._headers_too_slow
-                )
+        if self._in_head or self._in_trailers:
+            self._head_unfinished(data)
+        if (
+            self._in_body
+            and self._body_deadline is None
+            and not (self._paused or self._broken)
+        ):
+            # Only a body that spans reads gets a deadline (trailers included).
+            self._start_body_deadline()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Cancel the active copy of an unanswered request and every timer."""
         self.gone = True
         self._queue.clear()
         self._stop_header_deadline()
+        self._stop_body_deadline()
+        if self._write_deadline is not None:
+            if self._write_deadline.active():
+                self._write_deadline.cancel()
+            self._write_deadline = None
+        if self.server is not None:
+            self.server.forget(self)
         if self._idle_call is not None:
             if self._idle_call.active():
                 self._idle_call.cancel()
@@ -196,24 +260,60 @@ class InboundProtocol(Protocol):
         if cancel is not None:
             cancel()
 
+    def readConnectionLost(self) -> None:
+        """The client half-closed (a FIN): answer its requests, then close.
+
+        A request it had not finished sending when its input ended is dropped.
+        """
+        if self._read_closed or self.gone:
+            return
+        self._read_closed = self._broken = True
+        self._continue_pending = False
+        self._stop_header_deadline()
+        self._stop_body_deadline()
+        if self._queue:
+            self._queue[-1].close = True
+        elif self._busy:
+            self._close = True
+        else:
+            self._close_now()
+
+    def writeConnectionLost(self) -> None:
+        """nfork never half-closes its side of a connection."""
+
     # -- parser callbacks --------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._in_head = True
+        self._in_head = self._section_fresh = True
+        self._head_exact = not self._completed_in_read
         self._head_bytes = 0
         self._head_raw = 0
         self._url = b""
+        self._host = -1
         self._headers = []
-        self._body = []
+        self._body = b""
         self._body_size = 0
         self._expect_continue = False
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
+        # One growing buffer: a target sent a byte at a time costs linear time.
+        received = self._url
+        if not received:
+            self._url = url
+        elif type(received) is bytearray:
+            received += url
+        else:
+            self._url = bytearray(received) + url
         if len(self._url) > MAX_HEAD_SIZE:
-            raise _Refused(431, "nfork: request line too long\n")
+            raise _Refused(414, "nfork: request target too long\n")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            # A trailer field: counted against the head's limit, never forwarded.
+            self._head_bytes += len(name) + len(value) + 4
+            if self._head_bytes + len(self._url) > MAX_HEAD_SIZE:
+                raise _Refused(431, "nfork: request trailers too large\n")
+            return
         headers = self._headers
         headers.append((name, value))
         self._head_bytes += len(name) + len(value) + 4
@@ -230,11 +330,33 @@ class InboundProtocol(Protocol):
             size == 6 and name.lower() == b"expect" and value.lower() == b"100-continue"
         ):
             self._expect_continue = True
+        elif size == 4 and name.lower() == b"host":
+            if self._host >= 0:
+                raise _Refused(400, "nfork: more than one Host header\n")
+            self._host = len(headers) - 1
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._in_body = True
         self._stop_header_deadline()
-        if self._expect_continue and self._parser.get_http_version() == "1.1":
+        parser = self._parser
+        version = self._http_version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise _Refused(
+                505, f"nfork: HTTP/{version} is not supported, only HTTP/1.1\n"
+            )
+        method = parser.get_method()
+        if method == b"CONNECT":
+            raise _Refused(405, "nfork: CONNECT is not supported\n")
+        if self._host < 0 and version == "1.1":
+            raise _Refused(400, "nfork: missing Host header\n")
+        url = self._url
+        if isinstance(url, bytearray):
+            url = bytes(url)
+        self._target = url
+        if needs_check(url):
+            self._check_target(url, method)
+        if self._expect_continue and version == "1.1":
             if self._busy or self._queue:
                 # Answered once the requests before it are.
                 self._continue_pending = True
@@ -242,22 +364,41 @@ class InboundProtocol(Protocol):
             else:
                 self._write(_CONTINUE)
 
+    def on_chunk_header(self) -> None:
+        self._in_trailers = self._section_fresh = True
+
     def on_body(self, body: bytes) -> None:
+        if self._in_trailers:
+            self._in_trailers = False
+            self._stop_header_deadline()
         self._body_size += len(body)
         if self._body_size > self._fork.max_body:
             raise _Refused(413, "")
-        self._body.append(body)
+        received = self._body
+        if not received:
+            self._body = body
+        elif type(received) is bytearray:
+            received += body
+        else:
+            self._body = bytearray(received) + body
 
     def on_message_complete(self) -> None:
+        self._completed_in_read = True
+        if self._in_trailers:
+            self._in_trailers = False
+            self._stop_header_deadline()
+        self._in_body = False
+        if self._body_deadline is not None:
+            self._stop_body_deadline()
         if self._broken:
             return
         parser = self._parser
-        version = parser.get_http_version()
+        version = self._http_version
         request = _Pending(
             parser.get_method(),
-            self._url,
+            self._target,
             self._headers,
-            b"".join(self._body),
+            self._body if type(self._body) is bytes else bytes(self._body),
             b"HTTP/1.1" if version == "1.1" else b"HTTP/1.0",
             # HTTP/1.1 unless "Connection: close"; HTTP/1.0 only with
             # "Connection: keep-alive" (llhttp applies both rules).
@@ -276,7 +417,7 @@ class InboundProtocol(Protocol):
         self._busy = True
         self.method = request.method
         self._version = request.version
-        self._close = request.close
+        self._close = request.close or self._closing
         if request.code == 413:
             self._fork.refuse_too_large(self)
             return
@@ -284,6 +425,11 @@ class InboundProtocol(Protocol):
             self.fail(request.code, request.uri.decode())
             return
         fork = self._fork
+        config = fork.routing.config
+        if config is not self._trust_config:
+            # Once per connection, and again only if the inbound changed.
+            self._trust_config = config
+            self._trusted = config.trusts_forwarded(self._client_ip)
         fork.fork(
             fork.proxy_request(
                 request.method,
@@ -292,6 +438,7 @@ class InboundProtocol(Protocol):
                 request.body,
                 self._client_ip,
                 self._secure,
+                self._trusted,
             ),
             self,
         )
@@ -331,6 +478,9 @@ class InboundProtocol(Protocol):
         if body and self.method != b"HEAD" and code not in _NO_BODY_CODES:
             parts.append(body)
         write_now(self.transport, b"".join(parts))
+        if self._write_deadline is not None:
+            # Output was already waiting: progress is counted from here.
+            self._write_mark = unsent_bytes(self.transport)
         self._answered()
 
     def fail(self, code: int, text: str) -> None:
@@ -355,6 +505,11 @@ class InboundProtocol(Protocol):
             self._close_now()
             return
         self._last_active = self._clock.seconds()
+        if not self._output_full:
+            self._next()
+
+    def _next(self) -> None:
+        """Start the next queued request, or read again."""
         if self._queue:
             self._start(self._queue.popleft())
             return
@@ -365,12 +520,98 @@ class InboundProtocol(Protocol):
             self._paused = False
             assert self.transport is not None
             cast(IPushProducer, self.transport).resumeProducing()
-            if self._in_head and self._header_deadline is None:
+            if (self._in_head or self._in_trailers) and self._header_deadline is None:
                 self._header_deadline = self._clock.callLater(
                     self._header_timeout, self._headers_too_slow
                 )
+            if self._in_body and self._body_deadline is None:
+                self._start_body_deadline()
+
+    # -- the transport's producer: answers waiting to be sent --------------------
+
+    def pauseProducing(self) -> None:
+        """The client is not taking its answers: stop reading, start no request."""
+        self._output_full = True
+        self._pause()
+        self._start_write_deadline()
+
+    def resumeProducing(self) -> None:
+        """Everything written has been sent: carry on."""
+        self._output_full = False
+        self._stop_write_deadline()
+        if not (self._busy or self.gone):
+            self._next()
+
+    def stopProducing(self) -> None:
+        """The connection is lost; L{connectionLost} cleans up."""
+
+    def close_after_answer(self) -> None:
+        """Close now if idle, else once the request under way is answered."""
+        if self.gone:
+            return
+        if not (self._busy or self._queue or self._in_head or self._in_body):
+            self._close_now()
+            return
+        self._closing = True
+        if self._busy:
+            self._close = True
 
     # -- refusals and timeouts -------------------------------------------------
+
+    def _http_09(self, data: bytes) -> bool:
+        """Whether the head being read has an HTTP/0.9 request line (no version).
+
+        llhttp says "0.9" once a header line follows such a line, and "0.0"
+        right after it (a line end with no version yet); a version left from
+        the connection's previous request hides the latter case, which the
+        head deadline then ends.
+        """
+        version = self._parser.get_http_version()
+        return version == "0.9" or (
+            version == "0.0" and bool(self._url) and data.endswith(b"\n")
+        )
+
+    def _check_target(self, url: bytes, method: bytes) -> None:
+        """Refuse a target that is not forwarded; put an absolute one in origin form."""
+        try:
+            target, authority = checked_target(url, method)
+        except BadTarget as e:
+            raise _Refused(400, f"{e}\n") from None
+        self._target = target
+        if authority is not None:
+            # RFC 9112 section 7.2: the target's authority replaces Host.
+            headers = self._headers
+            if self._host >= 0:
+                headers[self._host] = (headers[self._host][0], authority)
+            else:
+                self._host = len(headers)
+                headers.append((b"Host", authority))
+
+    def _head_unfinished(self, data: bytes) -> None:
+        """A read (C{data}) ended inside a head or trailers: bound them.
+
+        Every byte of a read that began inside the section counts, and every
+        byte of the read a head began with when it began at the read's first
+        byte.  A section that began after other bytes of its read (a pipelined
+        request, the trailers after the last chunk) has its complete lines
+        counted as they are parsed, and its unfinished line from the next
+        read on.
+        """
+        if not self._section_fresh or (self._in_head and self._head_exact):
+            self._head_raw += len(data)
+        if self._head_raw > MAX_HEAD_SIZE:
+            if self._in_head and len(self._url) + 64 >= self._head_raw:
+                self._refuse(414, "nfork: request target too long\n")
+            elif self._in_head:
+                self._refuse(431, "nfork: request headers too large\n")
+            else:
+                self._refuse(431, "nfork: request trailers too large\n")
+        elif self._in_head and self._http_09(data):
+            self._refuse(505, "nfork: HTTP/0.9 is not supported, only HTTP/1.1\n")
+        elif self._header_deadline is None and not self._paused:
+            self._header_deadline = self._clock.callLater(
+                self._header_timeout, self._headers_too_slow
+            )
 
     def _refuse(self, code: int, text: str) -> None:
         """Answer C{code} after the requests before, then close; read no more."""
@@ -405,6 +646,58 @@ class InboundProtocol(Protocol):
             delay -= idle
         self._idle_call = self._clock.callLater(delay, self._idle_check)
 
+    def _start_body_deadline(self) -> None:
+        self._body_deadline = self._clock.callLater(
+            self._fork.routing.config.body_timeout, self._body_too_slow
+        )
+
+    def _body_too_slow(self) -> None:
+        self._body_deadline = None
+        if self._broken or self.gone:
+            return
+        if self._busy or self._queue:
+            self._refuse(408, "nfork: request body too slow\n")
+        else:
+            self._broken = True
+            self._write(_TIMED_OUT)
+            self._close_now()
+
+    def _stop_body_deadline(self) -> None:
+        deadline = self._body_deadline
+        if deadline is not None:
+            self._body_deadline = None
+            if deadline.active():
+                deadline.cancel()
+
+    def _start_write_deadline(self) -> None:
+        if self._write_deadline is None:
+            self._write_mark = unsent_bytes(self.transport)
+            self._write_deadline = self._clock.callLater(
+                self._fork.routing.config.write_timeout, self._write_check
+            )
+
+    def _write_check(self) -> None:
+        """Cut off a client that took none of its output since the last check."""
+        self._write_deadline = None
+        unsent = unsent_bytes(self.transport)
+        if unsent == 0:
+            return
+        mark = self._write_mark
+        if unsent is not None and mark is not None and unsent < mark:
+            self._start_write_deadline()
+            return
+        self.gone = True
+        self._broken = True
+        assert self.transport is not None
+        cast(Any, self.transport).abortConnection()
+
+    def _stop_write_deadline(self) -> None:
+        deadline = self._write_deadline
+        if deadline is not None:
+            self._write_deadline = None
+            if deadline.active():
+                deadline.cancel()
+
     def _stop_header_deadline(self) -> None:
         deadline = self._header_deadline
         if deadline is not None:
@@ -418,6 +711,7 @@ class InboundProtocol(Protocol):
         if not self._paused:
             self._paused = True
             self._stop_header_deadline()
+            self._stop_body_deadline()
             assert self.transport is not None
             cast(IPushProducer, self.transport).pauseProducing()
 
@@ -430,14 +724,40 @@ class InboundProtocol(Protocol):
         if not self.gone:
             self.gone = True
             self._broken = True
-            assert self.transport is not None
-            self.transport.loseConnection()
+            transport = self.transport
+            assert transport is not None
+            # A registered producer would hold the close until it resumed.
+            cast(IConsumer, transport).unregisterProducer()
+            transport.loseConnection()
+            if unsent_bytes(transport) != 0:
+                # The close waits for the output: not for ever.
+                self._start_write_deadline()
+
+
+def default_max_connections() -> int:
+    """The C{maxConnections} of an inbound that sets none.
+
+    Half of the file descriptors this process may open (the soft
+    C{RLIMIT_NOFILE}) once L{DESCRIPTOR_RESERVE} are set aside: the other
+    half is for the outbound connections the clients' requests need.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(1, (soft - DESCRIPTOR_RESERVE) // 2)
 
 
 class InboundServerFactory(Factory):
-    """Builds an L{InboundProtocol} for every client of one inbound."""
+    """Builds an L{InboundProtocol} for every client of one inbound.
+
+    It knows its open connections: beyond the inbound's C{maxConnections}, a
+    new connection is closed as soon as it is accepted (and counted in
+    C{refused}), and L{close_connections} closes them all, each after the
+    request it is answering.
+    """
 
     noisy = False
+    _log = Logger()
 
     def __init__(
         self,
@@ -450,11 +770,68 @@ class InboundServerFactory(Factory):
         self._clock = clock
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
+        self.connections: set[InboundProtocol] = set()
+        """The open client connections."""
+        self.refused = 0
+        """Connections closed at once because C{maxConnections} were open."""
+        self._default_limit = default_max_connections()
+        self._closing = False
+        self._closed_waiters: list[Deferred[None]] = []
+        self._warned = float("-inf")
 
-    def buildProtocol(self, addr: Any) -> InboundProtocol:
-        """A protocol for one client connection."""
+    @property
+    def max_connections(self) -> int:
+        """Client connections allowed open at once."""
+        limit = self.fork.routing.config.max_connections
+        return self._default_limit if limit is None else limit
+
+    def buildProtocol(self, addr: Any) -> InboundProtocol | None:
+        """A protocol for one client connection; None closes it (too many)."""
+        if self._closing:
+            return None
+        if len(self.connections) >= self.max_connections:
+            self.refused += 1
+            now = self._clock.seconds()
+            if now - self._warned >= 60:
+                self._warned = now
+                self._log.warn(
+                    "inbound {inbound}: {limit} client connections open "
+                    "(maxConnections), closing new ones; {refused} so far",
+                    inbound=self.fork.routing.config.name,
+                    limit=self.max_connections,
+                    refused=self.refused,
+                )
+            return None
         protocol = InboundProtocol(
             self.fork, self._clock, self.header_timeout, self.idle_timeout
         )
         protocol.factory = self
+        protocol.server = self
+        self.connections.add(protocol)
         return protocol
+
+    def forget(self, protocol: InboundProtocol) -> None:
+        """C{protocol}'s connection is closed."""
+        self.connections.discard(protocol)
+        if not self.connections and self._closed_waiters:
+            waiters, self._closed_waiters = self._closed_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def when_closed(self) -> Deferred[None]:
+        """Fires once no client connection is open."""
+        d: Deferred[None] = Deferred()
+        if self.connections:
+            self._closed_waiters.append(d)
+        else:
+            d.callback(None)
+        return d
+
+    def close_connections(self) -> None:
+        """Close idle connections now and the others after their answer.
+
+        For an inbound that stops listening: nothing keeps using its routing.
+        """
+        self._closing = True
+        for protocol in list(self.connections):
+            protocol.close_after_answer()

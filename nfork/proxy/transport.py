@@ -1,4 +1,4 @@
-"""Writing to a TCP transport without waiting for the next reactor turn.
+"""The client socket's plumbing: immediate writes, and what is left unsent.
 
 Twisted's C{transport.write} only buffers: the bytes go out when the reactor
 next polls, after registering and unregistering the socket for writing (two
@@ -6,6 +6,9 @@ C{epoll_ctl} calls and a reactor iteration per write).  On the proxy's hot
 path every request causes one such write per outbound plus the answer to the
 client, and that machinery cost a fifth of the CPU.  When nothing is already
 buffered, sending at once is equivalent and much cheaper.
+
+L{unsent_bytes} tells how much output a peer has not taken yet, so that a
+peer that stops reading can be told from one that reads slowly.
 """
 
 from __future__ import annotations
@@ -42,3 +45,19 @@ def write_now(transport: Any, data: bytes) -> None:
         return
     if sent < len(data):
         transport.write(data[sent:])
+
+
+def unsent_bytes(transport: Any) -> int | None:
+    """Bytes written to C{transport} that the peer has not taken yet.
+
+    Counts Twisted's buffer of a TCP connection (under TLS, of the TCP
+    connection beneath it; the TLS layer's own few records are left out).
+    None when the transport keeps no such buffer that we know of.
+    """
+    if not isinstance(transport, Connection):
+        # TLSMemoryBIOProtocol: the TCP connection is its transport.
+        transport = getattr(transport, "transport", None)
+        if not isinstance(transport, Connection):
+            return None
+    unsent: int = len(transport.dataBuffer) - transport.offset
+    return unsent + transport._tempDataLen

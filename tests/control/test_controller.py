@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -209,6 +212,43 @@ class ControllerTests(SynchronousTestCase):
         self.assertNoResult(stopped)
         self.reactor.advance(0.2)
         self.successResultOf(stopped)
+
+    def connect(self, running: Any) -> tuple[Any, StringTransport]:
+        """A client connection to C{running}'s server, in memory."""
+        protocol = running.factory.buildProtocol(IPv4Address("TCP", "10.0.0.7", 1))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_remove_inbound_closes_client_connections_after_their_answer(
+        self,
+    ) -> None:
+        running = self.add(inbound_config(timeout="1m"))
+        idle, idle_transport = self.connect(running)
+        busy, busy_transport = self.connect(running)
+        busy.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.successResultOf(
+            Deferred.fromCoroutine(self.controller.remove_inbound("foo"))
+        )
+        self.assertTrue(idle_transport.disconnecting)
+        self.assertFalse(busy_transport.disconnecting)
+        self.built["prod"].last.answer(200, b"last")
+        self.assertIn(b"\r\nConnection: close\r\n", busy_transport.value())
+        self.assertTrue(busy_transport.disconnecting)
+        # The outbounds close once the last connection has.
+        self.built["staging"].last.answer(200)
+        self.assertFalse(self.built["prod"].closed)
+        idle.connectionLost(Failure(ConnectionDone()))
+        busy.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(self.built["prod"].closed)
+
+    def test_a_removed_inbound_accepts_no_new_connection(self) -> None:
+        running = self.add(inbound_config())
+        self.successResultOf(
+            Deferred.fromCoroutine(self.controller.remove_inbound("foo"))
+        )
+        address = IPv4Address("TCP", "10.0.0.7", 1)
+        self.assertIsNone(running.factory.buildProtocol(address))
 
 
 def _request() -> Any:

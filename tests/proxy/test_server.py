@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -13,10 +14,12 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from nfork.proxy.fork import InboundFork
 from nfork.proxy.server import (
+    DESCRIPTOR_RESERVE,
     HEADER_TIMEOUT,
     IDLE_TIMEOUT,
     InboundProtocol,
     InboundServerFactory,
+    default_max_connections,
 )
 from tests.support.fakes import FakeOutbound
 from tests.support.forks import Harness, fork_config
@@ -29,9 +32,9 @@ class _Connection:
 
     def __init__(self, fork: InboundFork, clock: Clock) -> None:
         factory = InboundServerFactory(fork, clock)
-        self.protocol: InboundProtocol = factory.buildProtocol(
-            IPv4Address("TCP", "10.0.0.7", 5000)
-        )
+        protocol = factory.buildProtocol(IPv4Address("TCP", "10.0.0.7", 5000))
+        assert protocol is not None
+        self.protocol: InboundProtocol = protocol
         self.transport = StringTransport(
             peerAddress=IPv4Address("TCP", "10.0.0.7", 5000)
         )
@@ -116,7 +119,7 @@ class LeanServerTests(SynchronousTestCase):
         self.assertEqual(self.prod.sent, [])
 
     def test_streamed_body_over_max_body_is_refused(self) -> None:
-        self.c.send(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        self.c.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
         self.c.send(b"64\r\n" + b"x" * 100 + b"\r\n")
         self.assertEqual(self.c.received(), b"")
         self.c.send(b"1\r\ny\r\n")
@@ -194,7 +197,7 @@ class LeanServerTests(SynchronousTestCase):
         self.assertTrue(self.c.closed)
 
     def test_connection_close_is_honoured(self) -> None:
-        self.c.send(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+        self.c.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         self.prod.last.answer(200, b"hi")
         self.assertIn(b"\r\nConnection: close\r\n", self.c.received())
         self.assertTrue(self.c.closed)
@@ -210,7 +213,7 @@ class LeanServerTests(SynchronousTestCase):
         self.assertIn((b"X-Forwarded-Proto", b"http"), headers)
 
     def test_head_answer_carries_no_body(self) -> None:
-        self.c.send(b"HEAD / HTTP/1.1\r\n\r\n")
+        self.c.send(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
         self.prod.last.answer(200, b"", headers=((b"Content-Length", b"42"),))
         self.assertEqual(
             self.c.received(), b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n"
@@ -230,3 +233,116 @@ class LeanServerTests(SynchronousTestCase):
         self.assertTrue(answer.startswith(b"HTTP/1.1 503 "), answer)
         self.assertIn(b"timed out", answer)
         self.assertFalse(self.c.closed)
+
+
+class ClientResourceTests(SynchronousTestCase):
+    """What one connection may hold: body time, unsent output, its memory."""
+
+    def setUp(self) -> None:
+        self.h = Harness(fork_config(timeout="1000s", bodyTimeout="5s"))
+        self.prod: FakeOutbound = self.h["prod"]
+        self.c = _Connection(self.h.fork, self.h.clock)
+
+    def test_a_body_must_arrive_whole_within_the_body_timeout(self) -> None:
+        self.c.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nx")
+        self.h.clock.advance(4)
+        self.c.send(b"x")  # progress does not extend the deadline
+        self.h.clock.advance(0.9)
+        self.assertFalse(self.c.closed)
+        self.h.clock.advance(0.1)
+        self.assertTrue(self.c.received().startswith(b"HTTP/1.1 408 "))
+        self.assertTrue(self.c.closed)
+        self.assertEqual(self.prod.sent, [])
+
+    def test_a_body_in_the_head_s_read_sets_no_timer(self) -> None:
+        self.c.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual(self.prod.last.request.body, b"ok")
+        self.assertIsNone(self.c.protocol._body_deadline)
+
+    def test_a_body_in_tiny_chunks_is_one_bytes_object(self) -> None:
+        self.c.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for i in range(50):
+            self.c.send(b"1\r\n%d\r\n" % (i % 10))
+        self.c.send(b"0\r\n\r\n")
+        body = self.prod.last.request.body
+        self.assertIs(type(body), bytes)
+        self.assertEqual(body, b"0123456789" * 5)
+
+    def test_unsent_output_holds_the_next_pipelined_request(self) -> None:
+        self.c.send(GET.replace(b"/a", b"/1") + GET.replace(b"/a", b"/2"))
+        # The transport finds its buffer full while the first answer is written.
+        self.c.protocol.pauseProducing()
+        self.prod.last.answer(200, b"one")
+        self.assertEqual(len(self.prod.sent), 1)
+        self.assertTrue(self.c.paused)
+        self.c.protocol.resumeProducing()
+        self.assertEqual([s.request.uri for s in self.prod.sent], [b"/1", b"/2"])
+
+    def test_output_not_drained_within_the_write_timeout_aborts(self) -> None:
+        self.c.send(GET)
+        self.c.protocol.pauseProducing()
+        self.prod.last.answer(200, b"one")
+        self.h.clock.advance(59)
+        self.assertFalse(self.c.transport.disconnected)
+        self.h.clock.advance(1)
+        self.assertTrue(self.c.transport.disconnected)
+
+    def test_output_drained_in_time_is_not_aborted(self) -> None:
+        self.c.send(GET)
+        self.c.protocol.pauseProducing()
+        self.prod.last.answer(200, b"one")
+        self.c.protocol.resumeProducing()
+        self.h.clock.advance(120)
+        self.assertFalse(self.c.transport.disconnected)
+
+    def test_close_after_answer_closes_an_idle_connection_at_once(self) -> None:
+        self.c.send(GET)
+        self.prod.last.answer(200, b"one")
+        self.c.protocol.close_after_answer()
+        self.assertTrue(self.c.closed)
+
+    def test_close_after_answer_lets_the_request_under_way_finish(self) -> None:
+        self.c.send(GET)
+        self.c.protocol.close_after_answer()
+        self.assertFalse(self.c.closed)
+        self.prod.last.answer(200, b"last")
+        answer = self.c.received()
+        self.assertIn(b"\r\nConnection: close\r\n", answer)
+        self.assertTrue(answer.endswith(b"last"))
+        self.assertTrue(self.c.closed)
+
+    def test_close_after_answer_waits_for_a_request_being_received(self) -> None:
+        self.c.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        self.c.protocol.close_after_answer()
+        self.assertFalse(self.c.closed)
+        self.c.send(b"\r\n")
+        self.prod.last.answer(200, b"last")
+        self.assertIn(b"\r\nConnection: close\r\n", self.c.received())
+        self.assertTrue(self.c.closed)
+
+
+class ConnectionLimitTests(SynchronousTestCase):
+    """The server factory counts its connections and refuses beyond the limit."""
+
+    def test_beyond_max_connections_no_protocol_is_built(self) -> None:
+        h = Harness(fork_config(maxConnections=2))
+        factory = InboundServerFactory(h.fork, h.clock)
+        address = IPv4Address("TCP", "10.0.0.7", 5000)
+        first, second = factory.buildProtocol(address), factory.buildProtocol(address)
+        self.assertIsNone(factory.buildProtocol(address))
+        self.assertEqual(factory.refused, 1)
+        assert first is not None and second is not None
+        first.makeConnection(StringTransport())
+        first.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNotNone(factory.buildProtocol(address))
+        self.assertEqual(factory.refused, 1)
+
+    def test_the_default_limit_is_half_the_descriptors_after_a_reserve(self) -> None:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        h = Harness(fork_config())
+        factory = InboundServerFactory(h.fork, h.clock)
+        self.assertEqual(factory.max_connections, default_max_connections())
+        if soft != resource.RLIM_INFINITY:
+            self.assertEqual(
+                default_max_connections(), max(1, (soft - DESCRIPTOR_RESERVE) // 2)
+            )

@@ -30,16 +30,24 @@ class RecordingService(Resource):
 
     C{received} holds C{"METHOD path body"} strings, C{headers} each
     request's headers, C{requests} the raw C{(method, uri, body, headers)}.
-    C{delay} makes it answer that many seconds later.
+    C{delay} makes it answer that many seconds later; C{body} answers those
+    bytes instead of the name.
     """
 
     isLeaf = True
 
-    def __init__(self, name: str, code: int = 200, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        code: int = 200,
+        delay: float = 0.0,
+        body: bytes | None = None,
+    ) -> None:
         super().__init__()
         self.name = name
         self.code = code
         self.delay = delay
+        self.body = body
         self.received: list[str] = []
         self.headers: list[dict[bytes, list[bytes]]] = []
         self.requests: list[tuple[bytes, bytes, bytes, dict[bytes, list[bytes]]]] = []
@@ -90,7 +98,7 @@ class RecordingService(Resource):
         self.requests.append((request.method, request.uri, body, headers))
         request.setResponseCode(self.code)
         request.setHeader(b"X-Service", self.name.encode())
-        answer = self.name.encode()
+        answer = self.name.encode() if self.body is None else self.body
         self._wake()
         if not self.delay:
             return answer

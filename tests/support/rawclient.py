@@ -7,10 +7,11 @@ garbage, a half request, a slow trickle.  Loopback only.
 from __future__ import annotations
 
 import socket
+from typing import cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.interfaces import IReactorTCP
+from twisted.internet.interfaces import IReactorTCP, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
@@ -94,3 +95,22 @@ def split_response(raw: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
         name, _, value = line.partition(b":")
         headers[name.strip().lower()] = value.strip()
     return code, headers, body
+
+
+def reset(client: Protocol) -> None:
+    """Close C{client}'s connection with a reset (RST), as a client that aborts.
+
+    A plain close sends a FIN, which nfork takes as a half-close: the client
+    still gets its answer.
+    """
+    transport = client.transport
+    assert transport is not None
+    # Twisted's abort closes with SO_LINGER 0: a reset, not a FIN.
+    cast(ITCPTransport, transport).abortConnection()
+
+
+def half_close(client: Protocol) -> None:
+    """Send a FIN after what C{client} has sent (shutdown(SHUT_WR)), still reading."""
+    transport = client.transport
+    assert transport is not None
+    cast(ITCPTransport, transport).loseWriteConnection()
