@@ -1,7 +1,10 @@
 """Header rewriting between the client and the outbounds.
 
 A proxy must drop hop-by-hop headers (RFC 9110 section 7.6.1) in both
-directions and otherwise pass headers through untouched.
+directions and otherwise pass headers through untouched.  The
+C{X-Forwarded-*} and C{Forwarded} headers describe the hops a request took:
+nfork keeps the client's only when the inbound trusts the client
+(C{trustForwarded}), and otherwise says itself who the client is.
 """
 
 from __future__ import annotations
@@ -25,8 +28,17 @@ HOP_BY_HOP = frozenset(
 _RECOMPUTED = frozenset({b"host", b"content-length", b"expect"})
 """Request headers each outbound sets itself (C{Expect} was already answered)."""
 
-_FORWARDED = frozenset({b"x-nfork", b"x-forwarded-proto", b"x-forwarded-host"})
-"""Request headers nfork replaces with its own values."""
+_FORWARDED = frozenset(
+    {b"x-nfork", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"}
+)
+"""Request headers nfork replaces or removes, unless the client is trusted
+(then all but C{X-Nfork} are kept)."""
+
+_TOKEN_BYTES = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+"""The bytes of an RFC 9110 token: a C{Forwarded} value made only of these
+needs no quotes."""
 
 
 def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -50,38 +62,76 @@ def outbound_request_headers(
     headers: Iterable[tuple[bytes, bytes]],
     client_ip: str,
     scheme: bytes,
+    trusted: bool = False,
 ) -> Headers:
     """The headers every outbound receives for a client request.
 
     Hop-by-hop headers, C{Host}, C{Content-Length} and C{Expect} are
     removed; C{X-Nfork: true} is added; the client address is appended to
-    C{X-Forwarded-For}; C{X-Forwarded-Proto} and C{X-Forwarded-Host} are set
-    from the client's request.
+    C{X-Forwarded-For}.  From a C{trusted} client (one of the inbound's
+    C{trustForwarded} networks) C{X-Forwarded-Proto}, C{X-Forwarded-Host}
+    and C{Forwarded} are kept, the first two set from the client's request
+    only when absent, and C{Forwarded} extended with the client's hop; from
+    any other client the first two are set from its request and
+    C{Forwarded} is removed.
     """
     raw = list(headers)
     listed = _connection_tokens(raw)
     kept: list[tuple[bytes, bytes]] = []
     forwarded_for: list[bytes] = []
     host = b""
+    present: set[bytes] = set()
     for name, value in raw:
         lower = name.lower()
         if lower == b"host":
             host = value
         elif lower == b"x-forwarded-for":
             forwarded_for.append(value)
-        elif not (
-            lower in _RECOMPUTED or lower in _FORWARDED or _is_hop_by_hop(lower, listed)
-        ):
+        elif lower in _FORWARDED:
+            if trusted and lower != b"x-nfork" and not _is_hop_by_hop(lower, listed):
+                kept.append((name, value))
+                present.add(lower)
+        elif not (lower in _RECOMPUTED or _is_hop_by_hop(lower, listed)):
             kept.append((name, value))
-    if client_ip:
-        forwarded_for.append(client_ip.encode("ascii", "replace"))
+    client = client_ip.encode("ascii", "replace")
+    if client:
+        forwarded_for.append(client)
     kept.append((b"X-Nfork", b"true"))
     if forwarded_for:
         kept.append((b"X-Forwarded-For", b", ".join(forwarded_for)))
+    if present:
+        if b"x-forwarded-proto" not in present:
+            kept.append((b"X-Forwarded-Proto", scheme))
+        if host and b"x-forwarded-host" not in present:
+            kept.append((b"X-Forwarded-Host", host))
+        if b"forwarded" in present:
+            kept.append((b"Forwarded", forwarded_element(client, host, scheme)))
+        return tuple(kept)
     kept.append((b"X-Forwarded-Proto", scheme))
     if host:
         kept.append((b"X-Forwarded-Host", host))
     return tuple(kept)
+
+
+def forwarded_element(client: bytes, host: bytes, scheme: bytes) -> bytes:
+    """The RFC 7239 C{Forwarded} element for the hop from C{client} to nfork."""
+    if not client:
+        node = b"unknown"
+    elif b":" in client:
+        node = b'"[' + client + b']"'
+    else:
+        node = client
+    element = b"for=" + node
+    if host:
+        element += b";host=" + _forwarded_value(host)
+    return element + b";proto=" + scheme
+
+
+def _forwarded_value(value: bytes) -> bytes:
+    """A token as is, anything else as a quoted string (RFC 7239 section 4)."""
+    if _TOKEN_BYTES.issuperset(value):
+        return value
+    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
 def client_response_headers(headers: Headers) -> Headers:

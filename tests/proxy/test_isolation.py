@@ -19,7 +19,7 @@ from nfork.control.controller import Controller
 from tests.support.backends import RecordingService
 from tests.support.configs import inbound_config
 from tests.support.faults import FaultServer, refused_address
-from tests.support.rawclient import raw_connect, raw_exchange
+from tests.support.rawclient import raw_connect, raw_exchange, reset
 
 REQUESTS = 20
 CONCURRENCY = 5
@@ -163,7 +163,7 @@ class ClientDisconnectTests(_ProxyTestCase):
             reactor, self.port, b"GET /bye HTTP/1.1\r\nHost: x\r\n\r\n"
         )
         yield self.active.wait_for(1)
-        client.transport.loseConnection()
+        reset(client)  # an abort; a FIN alone is a half-close, still answered
         yield lost  # the active backend saw its request abandoned
         yield deferLater(reactor, 0.4, lambda: None)
         route = self.controller.outbound_route("iso", "shadow")
