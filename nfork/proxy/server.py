@@ -558,6 +558,21 @@ class InboundProtocol(Protocol):
 
     # -- refusals and timeouts -------------------------------------------------
 
+    def _unfinished_line(self, data: bytes) -> int:
+        """The length of the section's line that C{data} ends inside.
+
+        The part after the read's last line end: inside trailers, or after a
+        header line, all of it is the section's.  In a head with no header
+        line yet, a part that ends with the target received so far is the
+        request line, whose target L{on_url} counts.
+        """
+        line = len(data) - data.rfind(b"\n") - 1
+        if line and self._in_head and not self._headers:
+            url = self._url
+            if url and data.endswith(bytes(url[-min(line, len(url)) :])):
+                return 0
+        return line
+
     def _http_09(self, data: bytes) -> bool:
         """Whether the head being read has an HTTP/0.9 request line (no version).
 
@@ -594,11 +609,13 @@ class InboundProtocol(Protocol):
         byte of the read a head began with when it began at the read's first
         byte.  A section that began after other bytes of its read (a pipelined
         request, the trailers after the last chunk) has its complete lines
-        counted as they are parsed, and its unfinished line from the next
-        read on.
+        counted as they are parsed (L{on_url}, L{on_header}); here its
+        unfinished last line is.
         """
         if not self._section_fresh or (self._in_head and self._head_exact):
             self._head_raw += len(data)
+        else:
+            self._head_raw += self._unfinished_line(data)
         if self._head_raw > MAX_HEAD_SIZE:
             if self._in_head and len(self._url) + 64 >= self._head_raw:
                 self._refuse(414, "nfork: request target too long\n")

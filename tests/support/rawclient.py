@@ -7,11 +7,16 @@ garbage, a half request, a slow trickle.  Loopback only.
 from __future__ import annotations
 
 import socket
-from typing import cast
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.interfaces import IReactorTCP, ITCPTransport
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IReactorTCP,
+    IReactorTime,
+    ITCPTransport,
+)
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
@@ -114,3 +119,59 @@ def half_close(client: Protocol) -> None:
     transport = client.transport
     assert transport is not None
     cast(ITCPTransport, transport).loseWriteConnection()
+
+
+class Flood(RawClient):
+    """Sends C{request}, then C{piece} every C{interval} seconds, up to C{limit}.
+
+    An endless line, a byte stream that never ends: it stops at the first byte
+    answered (so that the answer is not lost to a reset), at the close, or
+    after C{limit} pieces.  C{sent} counts the pieces sent.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        request: bytes,
+        piece: bytes,
+        interval: float = 0.01,
+        limit: int = 100,
+    ) -> None:
+        super().__init__(request)
+        self._reactor = reactor
+        self.piece = piece
+        self.interval = interval
+        self.limit = limit
+        self.sent = 0
+        self._call: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._call = self._reactor.callLater(self.interval, self._send)
+
+    def _send(self) -> None:
+        self._call = None
+        if self.received or self.sent >= self.limit or self.transport is None:
+            return
+        self.transport.write(self.piece)
+        self.sent += 1
+        self._call = self._reactor.callLater(self.interval, self._send)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        super().connectionLost(reason)
+
+
+def flood(
+    reactor: Any, port: int, request: bytes, piece: bytes, **options: Any
+) -> Deferred[Flood]:
+    """A new connection to C{127.0.0.1:port} flooding as L{Flood} does."""
+    client = Flood(reactor, request, piece, **options)
+
+    async def connect() -> Flood:
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        return client
+
+    return Deferred.fromCoroutine(connect())
