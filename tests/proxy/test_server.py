@@ -17,6 +17,7 @@ from nfork.proxy.server import (
     DESCRIPTOR_RESERVE,
     HEADER_TIMEOUT,
     IDLE_TIMEOUT,
+    MAX_HEAD_SIZE,
     InboundProtocol,
     InboundServerFactory,
     default_max_connections,
@@ -346,3 +347,81 @@ class ConnectionLimitTests(SynchronousTestCase):
             self.assertEqual(
                 default_max_connections(), max(1, (soft - DESCRIPTOR_RESERVE) // 2)
             )
+
+
+class RequestHeadTests(SynchronousTestCase):
+    """Every byte of a head or trailers is counted; trailers never forwarded."""
+
+    def setUp(self) -> None:
+        self.h = Harness(fork_config())
+        self.prod: FakeOutbound = self.h["prod"]
+        self.c = _Connection(self.h.fork, self.h.clock)
+
+    def test_a_head_sent_a_byte_at_a_time_is_refused_at_the_limit(self) -> None:
+        head = b"GET / HTTP/1.1\r\nHost: x\r\nX: "
+        self.c.send(head)
+        sent = len(head)
+        for _ in range(MAX_HEAD_SIZE):
+            self.c.send(b"a")
+            sent += 1
+            if self.c.closed:
+                break
+        self.assertTrue(self.c.received().startswith(b"HTTP/1.1 431 "))
+        self.assertLessEqual(sent, MAX_HEAD_SIZE + len(head))
+
+    def test_a_pipelined_head_counts_its_unfinished_line(self) -> None:
+        self.c.send(GET + b"GET /2 HTTP/1.1\r\nHost: x\r\nX: " + b"a" * MAX_HEAD_SIZE)
+        self.prod.last.answer(200, b"first")
+        answers = self.c.received()
+        self.assertIn(b"first", answers)
+        self.assertIn(b"HTTP/1.1 431 ", answers)
+        self.assertEqual(len(self.prod.sent), 1)
+
+    def test_trailers_after_the_body_count_and_are_dropped(self) -> None:
+        self.c.send(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\nok\r\n0\r\nHost: evil\r\nAuthorization: Bearer x\r\n\r\n"
+        )
+        request = self.prod.last.request
+        self.assertEqual(request.body, b"ok")
+        names = [name.lower() for name, _ in request.headers]
+        self.assertNotIn(b"authorization", names)
+        self.assertIn((b"X-Forwarded-Host", b"x"), request.headers)
+
+    def test_an_unfinished_trailer_in_the_bodys_read_is_counted(self) -> None:
+        self.c.send(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\nok\r\n0\r\nX: " + b"a" * MAX_HEAD_SIZE
+        )
+        self.assertTrue(self.c.received().startswith(b"HTTP/1.1 431 "))
+        self.assertEqual(self.prod.sent, [])
+
+    def test_trailers_have_the_head_deadline(self) -> None:
+        self.c.send(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\nok\r\n0\r\nX: 1\r\n"
+        )
+        self.h.clock.advance(HEADER_TIMEOUT)
+        self.assertTrue(self.c.received().startswith(b"HTTP/1.1 408 "))
+        self.assertTrue(self.c.closed)
+
+    def test_a_chunk_size_line_alone_does_not_count_as_trailers(self) -> None:
+        self.c.send(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"4000\r\n"
+        )
+        self.c.send(b"b" * 0x4000 + b"\r\n0\r\n\r\n")
+        self.assertEqual(len(self.prod.last.request.body), 0x4000)
+
+    def test_a_half_closed_client_gets_its_answer_then_the_close(self) -> None:
+        self.c.send(GET)
+        self.c.protocol.readConnectionLost()
+        self.assertFalse(self.c.closed)
+        self.assertFalse(self.prod.last.cancelled)
+        self.prod.last.answer(200, b"hi")
+        self.assertTrue(self.c.received().endswith(b"Connection: close\r\n\r\nhi"))
+        self.assertTrue(self.c.closed)
+
+    def test_a_half_close_when_idle_closes(self) -> None:
+        self.c.protocol.readConnectionLost()
+        self.assertTrue(self.c.closed)
