@@ -141,7 +141,7 @@ class Controller:
         factory = InboundServerFactory(
             fork, self._reactor, header_timeout=self._header_timeout
         )
-        endpoint = serverFromString(self._reactor, config.endpoint)
+        endpoint = serverFromString(self._reactor, with_backlog(config.endpoint))
         try:
             port = await endpoint.listen(factory)
         except CannotListenError as e:
@@ -361,6 +361,27 @@ class Controller:
         """Close the outbounds of C{routes}, logging failures."""
         closing = [route.outbound.close() for route in routes]
         return DeferredList(closing, consumeErrors=True)
+
+
+LISTEN_BACKLOG = 511
+"""Connections the kernel queues before nfork accepts them (nginx's default).
+
+Twisted's default, 50, drops the SYNs of normal clients behind a burst of new
+connections (a slowloris opening hundreds): they then wait a second for the
+retransmission.  Linux caps it at C{net.core.somaxconn}."""
+
+_BACKLOG_TYPES = ("tcp:", "tcp6:", "ssl:", "unix:")
+
+
+def with_backlog(endpoint: str) -> str:
+    """The endpoint description C{endpoint} with L{LISTEN_BACKLOG}.
+
+    A description that sets its own C{backlog}, or whose type takes none, is
+    kept as it is.
+    """
+    if not endpoint.startswith(_BACKLOG_TYPES) or "backlog=" in endpoint:
+        return endpoint
+    return f"{endpoint}:backlog={LISTEN_BACKLOG}"
 
 
 async def _stop_listening(port: IListeningPort) -> None:

@@ -14,10 +14,12 @@ from zope.interface import implementer
 
 from nfork.config import ConfigError, InboundConfig, parse_outbound
 from nfork.control.controller import (
+    LISTEN_BACKLOG,
     Conflict,
     Controller,
     UnknownInbound,
     UnknownOutbound,
+    with_backlog,
 )
 from nfork.outbounds.api import IOutboundFactory
 from nfork.proxy.client import HTTPClientPool
@@ -262,3 +264,22 @@ def _watch_port(running: Any) -> list[bool]:
     closed: list[bool] = []
     running.port.stopListening = lambda: closed.append(True)
     return closed
+
+
+def test_listening_sockets_get_a_backlog_for_bursts_of_connections() -> None:
+    assert with_backlog("tcp:9080:interface=127.0.0.1") == (
+        f"tcp:9080:interface=127.0.0.1:backlog={LISTEN_BACKLOG}"
+    )
+    assert with_backlog("unix:/run/nfork.sock").endswith(f":backlog={LISTEN_BACKLOG}")
+    # The operator's own backlog, and endpoint types that take none, are kept.
+    assert with_backlog("tcp:9080:backlog=5") == "tcp:9080:backlog=5"
+    assert with_backlog("systemd:domain=INET:index=0") == "systemd:domain=INET:index=0"
+
+
+def test_an_inbound_listens_with_the_backlog() -> None:
+    reactor = MemoryReactorClock()
+    factories: dict[str, IOutboundFactory] = {"http": FakeFactory("http", {})}
+    controller = Controller(reactor, HTTPClientPool(reactor), factories=factories)
+    Deferred.fromCoroutine(controller.add_inbound(inbound_config()))
+    ((_port, _factory, backlog, _interface),) = reactor.tcpServers
+    assert backlog == LISTEN_BACKLOG
