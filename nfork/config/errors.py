@@ -20,6 +20,7 @@ from attrs import define
 __all__ = [
     "ConfigError",
     "add_context",
+    "check_at_most",
     "config_error",
     "describe",
     "error_context",
@@ -205,6 +206,17 @@ def describe(value: object) -> str:
     if isinstance(value, dict):
         return "an object"
     return f"a {type(value).__name__}"
+
+
+def check_at_most(value: int, maximum: int, key: str) -> None:
+    """Refuse C{value} above C{maximum}, naming the bound.
+
+    @raise ConfigError: C{must be at most 100000, got 1000000} (a number too
+        long to print is "a very large number").
+    """
+    if value > maximum:
+        given = str(value) if value < 10**30 else describe(value)
+        raise config_error(f"must be at most {maximum}, got {given}", key=key)
 
 
 def unknown_key(key: object, allowed: Sequence[str]) -> ConfigError:

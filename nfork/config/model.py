@@ -19,6 +19,7 @@ from attrs import evolve, field, frozen
 from nfork.config.addresses import OutboundAddress
 from nfork.config.durations import format_duration
 from nfork.config.errors import (
+    check_at_most,
     config_error,
     describe,
     error_context,
@@ -135,10 +136,7 @@ def _check_duration(value: float, key: str) -> None:
 def _check_positive(value: int, key: str, maximum: int) -> None:
     if value <= 0:
         raise config_error(f"must be a positive integer, got {value}", key=key)
-    if value > maximum:
-        # describe() words a number too large to print ("a very large number").
-        given = str(value) if value < 10**30 else describe(value)
-        raise config_error(f"must be at most {maximum}, got {given}", key=key)
+    check_at_most(value, maximum, key)
 
 
 def _format(seconds: float) -> str:
@@ -216,10 +214,7 @@ class OutboundConfig:
                         key=key,
                         mention_key=False,
                     )
-                if (
-                    self.address.scheme in _HTTP_SCHEMES
-                    and key not in HTTP_OPTION_KEYS
-                ):
+                if self.address.scheme in _HTTP_SCHEMES and key not in HTTP_OPTION_KEYS:
                     raise unknown_key(key, (*OUTBOUND_KEYS, *HTTP_OPTION_KEYS))
             if self.sample is not None:
                 if not 0 < self.sample <= 1:

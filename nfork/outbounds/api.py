@@ -18,7 +18,7 @@ from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface
 
 from nfork.config import OUTBOUND_KEYS, ConfigError, OutboundConfig
-from nfork.config.errors import config_error, unknown_key
+from nfork.config.errors import check_at_most, config_error, unknown_key
 from nfork.proxy.client import HTTPClientPool
 from nfork.proxy.messages import CopyDropped, ProxyRequest, ProxyResponse
 
@@ -153,11 +153,17 @@ def check_option_names(config: OutboundConfig, known: Iterable[str]) -> None:
 
 
 def integer_option(
-    config: OutboundConfig, key: str, default: int, *, minimum: int = 0
+    config: OutboundConfig,
+    key: str,
+    default: int,
+    *,
+    minimum: int = 0,
+    maximum: int | None = None,
 ) -> int:
     """The integer option C{key} of C{config}, or C{default} when absent.
 
-    @raise ConfigError: if it is not an integer of at least C{minimum}.
+    @raise ConfigError: if it is not an integer of at least C{minimum}, or
+        is above C{maximum} (the message names the bound).
     """
     value = config.options.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -165,6 +171,8 @@ def integer_option(
             f"expected an integer of at least {minimum}, got {json.dumps(value)}",
             key=key,
         )
+    if maximum is not None:
+        check_at_most(value, maximum, key)
     return value
 
 

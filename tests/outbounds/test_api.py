@@ -56,3 +56,17 @@ def test_each_plugin_module_imports_first_without_a_cycle(first: str) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_integer_option_names_its_bounds() -> None:
+    from nfork.config import ConfigError, OutboundConfig
+    from nfork.config.addresses import parse_outbound_address
+
+    config = OutboundConfig(
+        "rec", parse_outbound_address("file:///tmp/x"), options={"n": 11}
+    )
+    assert api.integer_option(config, "n", 1, maximum=11) == 11
+    with pytest.raises(ConfigError, match=r"must be at most 10, got 11"):
+        api.integer_option(config, "n", 1, maximum=10)
+    with pytest.raises(ConfigError, match=r"at least 12, got 11"):
+        api.integer_option(config, "n", 1, minimum=12)

@@ -481,17 +481,6 @@ class FileSink:
             )
 
 
-def _bounded_option(
-    config: OutboundConfig, key: str, default: int, minimum: int, maximum: int
-) -> int:
-    """The integer option C{key}, from C{minimum} to C{maximum}."""
-    value = integer_option(config, key, default, minimum=minimum)
-    if value > maximum:
-        given = str(value) if value < 10**30 else "a very large number"
-        raise ConfigError(f"must be at most {maximum}, got {given}", key=key)
-    return value
-
-
 def sink_path(config: OutboundConfig) -> str:
     """The local path a C{file:///path} address names, percent-decoded.
 
@@ -580,10 +569,14 @@ class FileSinkFactory:
         """Check the address (an absolute local path) and the options."""
         sink_path(config)
         check_option_names(config, ("maxBytes", "backups", "bufferLines"))
-        _bounded_option(config, "maxBytes", 0, 0, MAX_FILE_BYTES)
-        _bounded_option(config, "backups", DEFAULT_BACKUPS, 0, MAX_BACKUPS)
-        _bounded_option(
-            config, "bufferLines", DEFAULT_BUFFER_LINES, 1, MAX_BUFFER_LINES
+        integer_option(config, "maxBytes", 0, maximum=MAX_FILE_BYTES)
+        integer_option(config, "backups", DEFAULT_BACKUPS, maximum=MAX_BACKUPS)
+        integer_option(
+            config,
+            "bufferLines",
+            DEFAULT_BUFFER_LINES,
+            minimum=1,
+            maximum=MAX_BUFFER_LINES,
         )
 
     def build(self, config: OutboundConfig, context: OutboundContext) -> IOutbound:
