@@ -195,10 +195,7 @@ def _network_problem(text: str, error: ValueError) -> str:
             f"{quote(text)} has bits set beyond its prefix length; "
             f"did you mean {quote(str(meant))}?"
         )
-    return (
-        f"{quote(text)} is not an IP network in CIDR notation "
-        '(such as "10.0.0.0/8")'
-    )
+    return f'{quote(text)} is not an IP network in CIDR notation (such as "10.0.0.0/8")'
 
 
 def _address(text: object, key: str | None) -> OutboundAddress:

@@ -407,8 +407,7 @@ class RequestHeadTests(SynchronousTestCase):
 
     def test_a_chunk_size_line_alone_does_not_count_as_trailers(self) -> None:
         self.c.send(
-            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-            b"4000\r\n"
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4000\r\n"
         )
         self.c.send(b"b" * 0x4000 + b"\r\n0\r\n\r\n")
         self.assertEqual(len(self.prod.last.request.body), 0x4000)
