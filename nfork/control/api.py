@@ -672,7 +672,7 @@ class ControlResource(Resource):
                 401,
                 {"error": "missing or wrong token (Authorization: Bearer ...)"},
             )
-        if _body_too_large(request):
+        if _body_size(request) > MAX_BODY:
             request.content = BytesIO()
             return _json(
                 request,
@@ -729,7 +729,7 @@ class ControlResource(Resource):
                     f"Content-Type {quoted(shown)} refused: a change is sent as "
                     "application/json"
                 )
-        elif _has_body(request):
+        elif _body_size(request):
             return "a request body needs Content-Type: application/json"
         return None
 
@@ -754,26 +754,16 @@ class ControlResource(Resource):
         )
 
 
-def _has_body(request: IRequest) -> bool:
+def _body_size(request: IRequest) -> int:
+    """Bytes of the request's body; past L{MAX_BODY}, more than it."""
     if getattr(request, "body_too_large", False):
-        return True
+        return MAX_BODY + 1
     content = request.content
     if content is None:
-        return False
-    size = content.seek(0, 2)
+        return 0
+    size = int(content.seek(0, 2))
     content.seek(0)
-    return bool(size > 0)
-
-
-def _body_too_large(request: IRequest) -> bool:
-    if getattr(request, "body_too_large", False):
-        return True
-    content = request.content
-    if content is None:
-        return False
-    size = content.seek(0, 2)
-    content.seek(0)
-    return bool(size > MAX_BODY)
+    return size
 
 
 class ControlRequest(server.Request):

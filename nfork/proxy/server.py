@@ -246,16 +246,11 @@ class InboundProtocol(Protocol):
         self._queue.clear()
         self._stop_header_deadline()
         self._stop_body_deadline()
-        if self._write_deadline is not None:
-            if self._write_deadline.active():
-                self._write_deadline.cancel()
-            self._write_deadline = None
+        self._stop_write_deadline()
         if self.server is not None:
             self.server.forget(self)
-        if self._idle_call is not None:
-            if self._idle_call.active():
-                self._idle_call.cancel()
-            self._idle_call = None
+        _cancel(self._idle_call)
+        self._idle_call = None
         cancel, self._cancel = self._cancel, None
         if cancel is not None:
             cancel()
@@ -680,11 +675,8 @@ class InboundProtocol(Protocol):
             self._close_now()
 
     def _stop_body_deadline(self) -> None:
-        deadline = self._body_deadline
-        if deadline is not None:
-            self._body_deadline = None
-            if deadline.active():
-                deadline.cancel()
+        _cancel(self._body_deadline)
+        self._body_deadline = None
 
     def _start_write_deadline(self) -> None:
         if self._write_deadline is None:
@@ -709,18 +701,12 @@ class InboundProtocol(Protocol):
         cast(Any, self.transport).abortConnection()
 
     def _stop_write_deadline(self) -> None:
-        deadline = self._write_deadline
-        if deadline is not None:
-            self._write_deadline = None
-            if deadline.active():
-                deadline.cancel()
+        _cancel(self._write_deadline)
+        self._write_deadline = None
 
     def _stop_header_deadline(self) -> None:
-        deadline = self._header_deadline
-        if deadline is not None:
-            self._header_deadline = None
-            if deadline.active():
-                deadline.cancel()
+        _cancel(self._header_deadline)
+        self._header_deadline = None
 
     # -- transport -------------------------------------------------------------
 
@@ -762,6 +748,12 @@ def default_max_connections() -> int:
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 20
     return max(1, (soft - DESCRIPTOR_RESERVE) // 2)
+
+
+def _cancel(call: IDelayedCall | None) -> None:
+    """Cancel a timer, if there is one and it is pending."""
+    if call is not None and call.active():
+        call.cancel()
 
 
 class InboundServerFactory(Factory):

@@ -181,15 +181,27 @@ def attacking(port: int) -> Iterator[Attack]:
         attack.stop()
 
 
+FILE_SERVER = """
+import functools, http.server
+class Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 512  # http.server's 5 would drop nfork's SYNs
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=".")
+handler.log_message = lambda *args: None
+with Server(("127.0.0.1", 0), handler) as server:
+    print("serving on port", server.server_address[1], flush=True)
+    server.serve_forever()
+"""
+
+
 @contextlib.contextmanager
 def file_backend(root: Path) -> Iterator[str]:
-    """C{python -m http.server} on 127.0.0.1 serving C{root}: its address.
+    """An HTTP server on 127.0.0.1 serving the files of C{root}: its address.
 
     A process of its own: in this one, the attack threads would slow it down
     and nfork would be blamed.
     """
     server = subprocess.Popen(
-        [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1"],
+        [sys.executable, "-u", "-c", FILE_SERVER],
         cwd=root,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
