@@ -284,7 +284,7 @@ class InboundConfig:
     """Largest request body accepted, in bytes."""
     stats_window: float = DEFAULT_STATS_WINDOW
     """Seconds per stats window."""
-    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    request_body_timeout: float = DEFAULT_BODY_TIMEOUT
     """Seconds a client has to send a request's whole body after its head."""
     write_timeout: float = DEFAULT_WRITE_TIMEOUT
     """Seconds a client may read none of its pending answers before it is cut off."""
@@ -353,7 +353,7 @@ class InboundConfig:
             ):
                 _check_positive(count, key, maximum)
             _check_duration(self.stats_window, "statsWindow")
-            _check_duration(self.body_timeout, "bodyTimeout")
+            _check_duration(self.request_body_timeout, "requestBodyTimeout")
             _check_duration(self.write_timeout, "writeTimeout")
             if self.max_connections is not None:
                 _check_positive(
@@ -449,8 +449,8 @@ class InboundConfig:
             result["maxBody"] = self.max_body
         if self.stats_window != DEFAULT_STATS_WINDOW:
             result["statsWindow"] = format_duration(self.stats_window)
-        if self.body_timeout != DEFAULT_BODY_TIMEOUT:
-            result["bodyTimeout"] = format_duration(self.body_timeout)
+        if self.request_body_timeout != DEFAULT_BODY_TIMEOUT:
+            result["requestBodyTimeout"] = format_duration(self.request_body_timeout)
         if self.write_timeout != DEFAULT_WRITE_TIMEOUT:
             result["writeTimeout"] = format_duration(self.write_timeout)
         if self.max_connections is not None:

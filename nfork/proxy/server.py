@@ -660,7 +660,7 @@ class InboundProtocol(Protocol):
 
     def _start_body_deadline(self) -> None:
         self._body_deadline = self._clock.callLater(
-            self._fork.routing.config.body_timeout, self._body_too_slow
+            self._fork.routing.config.request_body_timeout, self._body_too_slow
         )
 
     def _body_too_slow(self) -> None:

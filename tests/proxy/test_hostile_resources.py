@@ -119,10 +119,10 @@ class _InboundTestCase(TestCase):
 
 
 class BodyDeadlineTests(_InboundTestCase):
-    """A request body must arrive whole within C{bodyTimeout}."""
+    """A request body must arrive whole within C{requestBodyTimeout}."""
 
     async def test_body_trickle_is_cut_off_with_408(self) -> None:
-        await self.start(bodyTimeout="500ms")
+        await self.start(requestBodyTimeout="500ms")
         start = _reactor.seconds()
         client = await raw_connect(
             _reactor,
@@ -144,7 +144,7 @@ class BodyDeadlineTests(_InboundTestCase):
         self.assertEqual([r for r in self.active.received if "/up" in r], [])
 
     async def test_chunked_body_trickle_is_cut_off_with_408(self) -> None:
-        await self.start(bodyTimeout="500ms")
+        await self.start(requestBodyTimeout="500ms")
         client = await raw_connect(
             _reactor,
             self.port,
@@ -164,7 +164,7 @@ class BodyDeadlineTests(_InboundTestCase):
     async def test_a_body_in_several_reads_within_the_deadline_is_served(
         self,
     ) -> None:
-        await self.start(bodyTimeout="2s")
+        await self.start(requestBodyTimeout="2s")
         client = await raw_connect(
             _reactor,
             self.port,

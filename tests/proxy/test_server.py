@@ -240,7 +240,7 @@ class ClientResourceTests(SynchronousTestCase):
     """What one connection may hold: body time, unsent output, its memory."""
 
     def setUp(self) -> None:
-        self.h = Harness(fork_config(timeout="1000s", bodyTimeout="5s"))
+        self.h = Harness(fork_config(timeout="1000s", requestBodyTimeout="5s"))
         self.prod: FakeOutbound = self.h["prod"]
         self.c = _Connection(self.h.fork, self.h.clock)
 
