@@ -29,7 +29,7 @@ from nfork.config.errors import (
     unknown_key,
 )
 from nfork.config.model import (
-    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_REQUEST_BODY_TIMEOUT,
     DEFAULT_ERROR_CODE,
     DEFAULT_IDLE_CONN,
     DEFAULT_MAX_BODY,
@@ -345,7 +345,9 @@ def parse_inbound(obj: object, *, index: int = 0) -> InboundConfig:
             idle_conn=_integer(obj, "idleConn", DEFAULT_IDLE_CONN),
             max_body=_integer(obj, "maxBody", DEFAULT_MAX_BODY),
             stats_window=_duration(obj, "statsWindow", DEFAULT_STATS_WINDOW),
-            request_body_timeout=_duration(obj, "requestBodyTimeout", DEFAULT_BODY_TIMEOUT),
+            request_body_timeout=_duration(
+                obj, "requestBodyTimeout", DEFAULT_REQUEST_BODY_TIMEOUT
+            ),
             write_timeout=_duration(obj, "writeTimeout", DEFAULT_WRITE_TIMEOUT),
             max_connections=(
                 _integer(obj, "maxConnections", 0) if "maxConnections" in obj else None

@@ -29,7 +29,7 @@ from nfork.config.errors import (
 )
 
 __all__ = [
-    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_REQUEST_BODY_TIMEOUT",
     "DEFAULT_ERROR_CODE",
     "DEFAULT_IDLE_CONN",
     "DEFAULT_MAX_BODY",
@@ -63,7 +63,7 @@ DEFAULT_IDLE_CONN = 64
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
 DEFAULT_STATS_WINDOW = 1.0
 DEFAULT_MAX_INFLIGHT = 1000
-DEFAULT_BODY_TIMEOUT = 60.0
+DEFAULT_REQUEST_BODY_TIMEOUT = 60.0
 """Seconds a client has to send a whole request body, once its head is in."""
 DEFAULT_WRITE_TIMEOUT = 60.0
 """Seconds a client may leave its unsent answers unread before it is cut off."""
@@ -284,7 +284,7 @@ class InboundConfig:
     """Largest request body accepted, in bytes."""
     stats_window: float = DEFAULT_STATS_WINDOW
     """Seconds per stats window."""
-    request_body_timeout: float = DEFAULT_BODY_TIMEOUT
+    request_body_timeout: float = DEFAULT_REQUEST_BODY_TIMEOUT
     """Seconds a client has to send a request's whole body after its head."""
     write_timeout: float = DEFAULT_WRITE_TIMEOUT
     """Seconds a client may read none of its pending answers before it is cut off."""
@@ -449,7 +449,7 @@ class InboundConfig:
             result["maxBody"] = self.max_body
         if self.stats_window != DEFAULT_STATS_WINDOW:
             result["statsWindow"] = format_duration(self.stats_window)
-        if self.request_body_timeout != DEFAULT_BODY_TIMEOUT:
+        if self.request_body_timeout != DEFAULT_REQUEST_BODY_TIMEOUT:
             result["requestBodyTimeout"] = format_duration(self.request_body_timeout)
         if self.write_timeout != DEFAULT_WRITE_TIMEOUT:
             result["writeTimeout"] = format_duration(self.write_timeout)
