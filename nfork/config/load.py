@@ -29,11 +29,11 @@ from nfork.config.errors import (
     unknown_key,
 )
 from nfork.config.model import (
-    DEFAULT_REQUEST_BODY_TIMEOUT,
     DEFAULT_ERROR_CODE,
     DEFAULT_IDLE_CONN,
     DEFAULT_MAX_BODY,
     DEFAULT_MAX_INFLIGHT,
+    DEFAULT_REQUEST_BODY_TIMEOUT,
     DEFAULT_STATS_WINDOW,
     DEFAULT_TIMEOUT,
     DEFAULT_TIMEOUT_CODE,
