@@ -26,6 +26,7 @@ from nfork.config.errors import (
     describe,
     error_context,
     quote,
+    quote_all,
     unknown_key,
 )
 from nfork.config.model import (
@@ -40,6 +41,7 @@ from nfork.config.model import (
     DEFAULT_WRITE_TIMEOUT,
     OUTBOUND_KEYS,
     SAMPLE_RANGE,
+    WEBSOCKET_MODES,
     InboundConfig,
     IPNetwork,
     OutboundConfig,
@@ -211,7 +213,7 @@ def parse_outbound(inbound_name: str, name: str, value: object) -> OutboundConfi
     """Read one C{out} entry: an address string (gonfork) or an object.
 
     The object form has the keys C{addr} (required), C{sample}, C{methods},
-    C{timeout} and C{maxInflight}; any other key goes into
+    C{timeout}, C{maxInflight} and C{websocket}; any other key goes into
     L{OutboundConfig.options}, for the plugin of the address's scheme to
     check (an http(s) outbound takes only its TLS options).  Whether it fits its inbound
     (e.g. as the active outbound) is checked by L{InboundConfig}.
@@ -240,8 +242,20 @@ def parse_outbound(inbound_name: str, name: str, value: object) -> OutboundConfi
             methods=_methods(value["methods"]) if "methods" in value else None,
             timeout=_duration(value, "timeout", None),
             max_inflight=_integer(value, "maxInflight", DEFAULT_MAX_INFLIGHT),
+            websocket=_websocket(value),
             options={k: v for k, v in value.items() if k not in OUTBOUND_KEYS},
         )
+
+
+def _websocket(obj: dict[str, Any]) -> str:
+    """The string at C{websocket} (C{"skip"} when absent); the model checks it."""
+    value = obj.get("websocket", "skip")
+    if not isinstance(value, str):
+        raise config_error(
+            f"expected {quote_all(WEBSOCKET_MODES)}, got {describe(value)}",
+            key="websocket",
+        )
+    return value
 
 
 def _sample(obj: dict[str, Any]) -> float | None:

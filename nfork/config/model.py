@@ -46,6 +46,7 @@ __all__ = [
     "MAX_INFLIGHT_LIMIT",
     "OUTBOUND_KEYS",
     "SAMPLE_RANGE",
+    "WEBSOCKET_MODES",
     "IPNetwork",
     "InboundConfig",
     "OutboundConfig",
@@ -80,7 +81,7 @@ ERROR_STATUS_RANGE = (400, 599)
 """C{timeoutCode} and C{errorCode}: an error status, which may carry a body
 (a 1xx, 204 or 304 with a body is a malformed answer)."""
 
-OUTBOUND_KEYS = ("addr", "sample", "methods", "timeout", "maxInflight")
+OUTBOUND_KEYS = ("addr", "sample", "methods", "timeout", "maxInflight", "websocket")
 """The keys of an outbound object nfork handles itself; plugins take the others."""
 _HTTP_SCHEMES = ("http", "https")
 """Schemes whose outbounds take only the keys above and L{HTTP_OPTION_KEYS}:
@@ -91,6 +92,10 @@ values its factory checks (L{nfork.outbounds.http})."""
 
 SAMPLE_RANGE = "a number greater than 0 and at most 1"
 """What an outbound's C{sample} must be, in the words of the messages."""
+
+WEBSOCKET_MODES = ("skip", "mirror")
+"""An outbound's C{websocket}: what a shadow does with WebSocket sessions."""
+
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _RESERVED_NAMES = frozenset({"stats"})
@@ -199,6 +204,9 @@ class OutboundConfig:
     """Seconds; overrides the inbound's timeout for this outbound."""
     max_inflight: int = DEFAULT_MAX_INFLIGHT
     """Copies in flight beyond this many are dropped (and counted)."""
+    websocket: str = "skip"
+    """As a shadow: C{"mirror"} gets its own WebSocket session for each of
+    the client's (its messages copied); C{"skip"} counts them skipped."""
     options: OutboundOptions = field(factory=OutboundOptions, converter=_to_options)
     """Keys of the object form other than the ones above, for the plugin of a
     scheme other than http(s) (e.g. a sink's C{maxBytes}); checked by it."""
@@ -237,6 +245,12 @@ class OutboundConfig:
             if self.timeout is not None:
                 _check_duration(self.timeout, "timeout")
             _check_positive(self.max_inflight, "maxInflight", MAX_INFLIGHT_LIMIT)
+            if self.websocket not in WEBSOCKET_MODES:
+                raise config_error(
+                    f"expected {quote_all(WEBSOCKET_MODES)}, got "
+                    f"{describe(self.websocket)}",
+                    key="websocket",
+                )
 
     def to_json(self) -> str | dict[str, Any]:
         """The JSON value for C{out}: the address alone unless an option is set."""
@@ -249,6 +263,8 @@ class OutboundConfig:
             options["timeout"] = format_duration(self.timeout)
         if self.max_inflight != DEFAULT_MAX_INFLIGHT:
             options["maxInflight"] = self.max_inflight
+        if self.websocket != "skip":
+            options["websocket"] = self.websocket
         options.update(copy.deepcopy(dict(self.options)))
         if not options:
             return self.address.raw
