@@ -4,13 +4,20 @@ Both run one worker process: the backends so that they leave CPU to the
 proxy under test on a small machine, the mirror proxy to compare it core for
 core with the single nfork process.  The 200 ms backend is a server of the
 same nginx, delayed with the echo module's C{echo_sleep} (a timer in the
-event loop: thousands of pending answers cost almost nothing).
+event loop: thousands of pending answers cost almost nothing).  The fast
+backends also answer a 1 MiB file, with C{sendfile}, at
+L{benchmarks.scenarios.LARGE_ANSWER_PATH}.
 """
 
 from __future__ import annotations
 
+import grp
+import os
+import pwd
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from benchmarks.scenarios import LARGE_ANSWER_BYTES, LARGE_ANSWER_PATH
 
 FAST_BODY = "fast backend answer: " + "x" * 78
 """About 100 bytes (with nginx's newline) answered by every fast backend."""
@@ -23,18 +30,47 @@ LOG_FORMAT = "$connection"
 lines count requests, distinct values count connections."""
 
 
+def large_answer_root(workdir: Path) -> Path:
+    """The C{root} of the fast backends' 1 MiB location."""
+    return workdir / "www"
+
+
+def write_large_answer(workdir: Path) -> Path:
+    """Write the 1 MiB file the fast backends send at L{LARGE_ANSWER_PATH}."""
+    root = large_answer_root(workdir)
+    root.mkdir(exist_ok=True)
+    line = b"large backend answer: " + b"x" * 41 + b"\n"  # 64 bytes
+    path = root / LARGE_ANSWER_PATH.lstrip("/")
+    path.write_bytes(line * (LARGE_ANSWER_BYTES // len(line)))
+    return path
+
+
 def temp_dir(workdir: Path, name: str) -> Path:
     """Where instance C{name} keeps its temporary files (it must exist)."""
     return workdir / f"{name}-tmp"
 
 
-def _common(workdir: Path, name: str, module: str = "") -> str:
+def worker_user() -> str | None:
+    """The C{user} directive's value: the harness's own user and group when
+    it runs as root, else C{None} (nginx ignores the directive then).
+
+    Started by root, nginx runs its workers as C{nobody}, which cannot open
+    the harness's private workdir: its temporary files, the 1 MiB file.
+    """
+    if os.geteuid() != 0:
+        return None
+    return f"{pwd.getpwuid(0).pw_name} {grp.getgrgid(os.getegid()).gr_name}"
+
+
+def _common(workdir: Path, name: str, module: str = "", user: str | None = None) -> str:
     """The top of a config: foreground, one worker, files under C{workdir}.
 
-    C{module}, if given, is a dynamic module file to load.
+    C{module}, if given, is a dynamic module file to load; C{user}, if
+    given, the user (and group) the worker runs as.
     """
     tmp = temp_dir(workdir, name)
     load = f"load_module {module};\n" if module else ""
+    load += f"user {user};\n" if user else ""
     return f"""\
 {load}daemon off;
 master_process on;
@@ -55,8 +91,11 @@ http {{
 """
 
 
-def _server(workdir: Path, name: str, port: int, answer: str) -> str:
-    """A backend on 127.0.0.1:C{port} that logs to C{<name>.log} and runs C{answer}."""
+def _server(workdir: Path, name: str, port: int, answer: str, extra: str = "") -> str:
+    """A backend on 127.0.0.1:C{port} that logs to C{<name>.log} and runs C{answer}.
+
+    C{extra} is more C{location} blocks.
+    """
     return f"""\
     server {{
         listen 127.0.0.1:{port} backlog=4096;
@@ -64,7 +103,18 @@ def _server(workdir: Path, name: str, port: int, answer: str) -> str:
         location / {{
             {answer}
         }}
+{extra}\
     }}
+"""
+
+
+def _large_location(workdir: Path) -> str:
+    """The fast backends' location that sends the file of L{write_large_answer}."""
+    return f"""\
+        location = {LARGE_ANSWER_PATH} {{
+            root {large_answer_root(workdir)};
+            sendfile on;
+        }}
 """
 
 
@@ -77,12 +127,19 @@ def backends_config(
 ) -> str:
     """One server per backend on 127.0.0.1, each logging to C{<name>.log}.
 
-    The C{fast} ones answer at once; the C{slow} ones C{delay} seconds after
-    the request, with the echo module (loaded from C{echo_module} unless
-    nginx has it built in).
+    The C{fast} ones answer at once (and with the 1 MiB file of
+    L{write_large_answer} at L{LARGE_ANSWER_PATH}); the C{slow} ones C{delay}
+    seconds after the request, with the echo module (loaded from
+    C{echo_module} unless nginx has it built in).
     """
     servers = [
-        _server(workdir, name, port, f'return 200 "{FAST_BODY}\\n";')
+        _server(
+            workdir,
+            name,
+            port,
+            f'return 200 "{FAST_BODY}\\n";',
+            _large_location(workdir),
+        )
         for name, port in fast.items()
     ]
     delayed = f'echo_sleep {delay:g};\n            echo "{SLOW_BODY}";'
@@ -91,7 +148,7 @@ def backends_config(
     ]
     module = echo_module if slow else ""
     return (
-        _common(workdir, "nginx-backends", module)
+        _common(workdir, "nginx-backends", module, worker_user())
         + f"""\
     default_type text/plain;
     log_format count '{LOG_FORMAT}';
@@ -139,7 +196,7 @@ def mirror_config(
     )
     ms = max(1, round(timeout * 1000))
     return (
-        _common(workdir, "nginx-mirror")
+        _common(workdir, "nginx-mirror", user=worker_user())
         + f"""\
     access_log off;
     proxy_http_version 1.1;

@@ -77,6 +77,8 @@ class Summary:
     requests_per_second: float
     spread_percent: float
     """Half the range of req/s over the rounds, as a percentage of the median."""
+    mib_per_second: float
+    """What wrk received per second (answers with their heads), in MiB."""
     p50_ms: float
     p99_ms: float
     proxy_cpu_percent: float | None
@@ -146,6 +148,7 @@ def summarize(runs: Sequence[RunResult]) -> Summary:
         rounds=len(runs),
         requests_per_second=rate,
         spread_percent=100.0 * (max(rates) - min(rates)) / 2 / rate if rate else 0.0,
+        mib_per_second=_median([run.wrk.mib_per_second for run in runs]),
         p50_ms=_median([run.wrk.latency_ms["p50"] for run in runs]),
         p99_ms=_median([run.wrk.latency_ms["p99"] for run in runs]),
         proxy_cpu_percent=cpu,
@@ -280,6 +283,10 @@ def _ms(value: float) -> str:
     )
 
 
+def _mib(value: float) -> str:
+    return f"{value:,.0f}" if value >= 10 else f"{value:.2f}"
+
+
 def _ratio_text(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}x"
 
@@ -339,11 +346,12 @@ def markdown(
     lines = [*header, ""]
     spread = " ±" if rounds > 1 else ""
     lines += [
-        f"| # | scenario | proxy | req/s{spread} | p50 ms | p99 ms | proxy CPU % "
+        f"| # | scenario | proxy | req/s{spread} | MiB/s | p50 ms | p99 ms "
+        "| proxy CPU % "
         "| req/s per core | peak RSS MiB | requests received (active / shadows) "
         "| shadow drops | duplication | conns opened | peak open conns | errors "
         "| others' CPU % |",
-        "|---|---|---|--:|--:|--:|--:|--:|--:|---|---|---|---|---|--:|--:|",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|---|---|---|---|---|--:|--:|",
     ]
     for sid, s in summaries.items():
         info = _SCENARIOS[sid]
@@ -358,7 +366,8 @@ def markdown(
             else _slash(s.dropped, info.shadows)
         )
         lines.append(
-            f"| {sid} | {info.title} | {info.proxy} | {rate} | {_ms(s.p50_ms)} "
+            f"| {sid} | {info.title} | {info.proxy} | {rate} "
+            f"| {_mib(s.mib_per_second)} | {_ms(s.p50_ms)} "
             f"| {_ms(s.p99_ms)} | {_num(s.proxy_cpu_percent)} "
             f"| {_num(s.requests_per_core_second)} | {_num(s.proxy_peak_rss_mib, 1)} "
             f"| {_slash(s.received, info.outbounds)} | {drops} "

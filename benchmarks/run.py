@@ -70,8 +70,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--scenarios",
-        help="comma-separated ids: 1-5, 6.3, 6.4, 6.5 (6 = all three nginx "
-        "ones); default: all",
+        help="comma-separated ids: 1-5, 7, 6.3, 6.4, 6.5, 6.7 (6 = every nginx "
+        "one); default: all",
     )
     parser.add_argument(
         "--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -292,7 +292,7 @@ class Bench:
         load = wrk.run(
             wrk.command(
                 self.tools.wrk,
-                f"http://127.0.0.1:{port}/",
+                f"http://127.0.0.1:{port}{scenario.path}",
                 args.duration,
                 args.connections,
                 args.threads,

@@ -14,6 +14,10 @@ BLACKHOLE = "blackhole"
 """The Python backend that reads requests and never answers."""
 BACKENDS = (*FAST, SLOW, BLACKHOLE)
 
+LARGE_ANSWER_PATH = "/1mib"
+"""Where every fast backend answers with a 1 MiB file instead of 100 bytes."""
+LARGE_ANSWER_BYTES = 2**20
+
 
 @frozen
 class Scenario:
@@ -27,6 +31,8 @@ class Scenario:
     """Backend names, the active one first, then the shadows."""
     peer: str | None = None
     """The id of the same scenario run by the other proxy, for the ratios."""
+    path: str = "/"
+    """What wrk requests: C{/} (100-byte answers) or L{LARGE_ANSWER_PATH}."""
 
     @property
     def active(self) -> str:
@@ -56,14 +62,31 @@ SCENARIOS = (
     Scenario(
         "6.5", "3 outbounds, mute shadow", "nginx", ("fast1", "fast2", BLACKHOLE), "5"
     ),
+    Scenario(
+        "7",
+        "3 outbounds, 1 MiB answers",
+        "nfork",
+        (*FAST,),
+        peer="6.7",
+        path=LARGE_ANSWER_PATH,
+    ),
+    Scenario(
+        "6.7",
+        "3 outbounds, 1 MiB answers",
+        "nginx",
+        (*FAST,),
+        peer="7",
+        path=LARGE_ANSWER_PATH,
+    ),
 )
 """In the order they run in each round."""
 
 _BY_ID = {scenario.id: scenario for scenario in SCENARIOS}
+_NGINX = tuple(s.id for s in SCENARIOS if s.proxy == "nginx")
 
 
 def select(spec: str | None) -> tuple[Scenario, ...]:
-    """The scenarios named in C{spec} ("3,4", "6" for 6.3-6.5), in run order.
+    """The scenarios named in C{spec} ("3,4"; "6": every nginx one), in run order.
 
     Raises C{ValueError} naming the unknown ids.
     """
@@ -75,7 +98,7 @@ def select(spec: str | None) -> tuple[Scenario, ...]:
         if not item:
             continue
         if item == "6":
-            wanted.update(("6.3", "6.4", "6.5"))
+            wanted.update(_NGINX)
         elif item in _BY_ID:
             wanted.add(item)
         else:
@@ -84,7 +107,7 @@ def select(spec: str | None) -> tuple[Scenario, ...]:
         named = ", ".join(unknown) if unknown else repr(spec)
         raise ValueError(
             f"unknown scenario {named}; "
-            f"choose from {', '.join(_BY_ID)} (6 = 6.3,6.4,6.5)"
+            f"choose from {', '.join(_BY_ID)} (6 = {','.join(_NGINX)})"
         )
     return tuple(s for s in SCENARIOS if s.id in wanted)
 

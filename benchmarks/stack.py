@@ -104,8 +104,8 @@ def _readline(popen: subprocess.Popen[bytes], timeout: float) -> str:
 
 @define
 class Backends:
-    """The five loopback backends: four nginx servers (three fast, one slow)
-    and the mute Python one."""
+    """The five loopback backends: four nginx servers (three fast, which also
+    serve the 1 MiB file, and one slow) and the mute Python one."""
 
     supervisor: Supervisor
     nginx_binary: str
@@ -125,6 +125,7 @@ class Backends:
         slow = {SLOW: free_port()} if SLOW in names else {}
         config = workdir / "nginx-backends.conf"
         nginx.temp_dir(workdir, "nginx-backends").mkdir(exist_ok=True)
+        nginx.write_large_answer(workdir)
         config.write_text(
             nginx.backends_config(
                 workdir, fast, slow, self.slow_delay, self.echo_module

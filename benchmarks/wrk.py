@@ -14,6 +14,9 @@ _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
 _PERCENTILE = re.compile(r"^\s*(50|75|90|99)%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.M)
 _TOTAL = re.compile(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h),", re.M)
+_READ = re.compile(r" requests in [^,]+, ([\d.]+)(B|KB|MB|GB|TB) read$", re.M)
+_BYTE_UNITS = {"B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40}
+"""wrk's byte units (powers of 1024), with its two decimals."""
 _RATE = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
 _SOCKET_ERRORS = re.compile(
     r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"
@@ -39,11 +42,19 @@ class WrkResult:
     """C{connect}, C{read}, C{write}, C{timeout} (all 0 if wrk saw none)."""
     non_2xx: int
     """Responses with a status other than 2xx or 3xx."""
+    bytes_read: int = 0
+    """Bytes received over the run, answers' heads included (three significant
+    digits or so: wrk prints them with two decimals, in KB, MB or GB)."""
 
     @property
     def errors(self) -> int:
         """Every request that did not end in a 2xx or 3xx answer."""
         return self.non_2xx + sum(self.socket_errors.values())
+
+    @property
+    def mib_per_second(self) -> float:
+        """Throughput in bytes: MiB received per second."""
+        return self.bytes_read / 2**20 / self.seconds if self.seconds else 0.0
 
 
 def _ms(value: str, unit: str) -> float:
@@ -59,6 +70,7 @@ def parse(output: str) -> WrkResult:
         raise WrkOutputError(f"unexpected wrk output (was --latency given?):\n{output}")
     errors = _SOCKET_ERRORS.search(output)
     non_2xx = _NON_2XX.search(output)
+    read = _READ.search(output)
     return WrkResult(
         requests=int(total.group(1)),
         seconds=_ms(total.group(2), total.group(3)) / 1e3,
@@ -72,6 +84,9 @@ def parse(output: str) -> WrkResult:
             )
         ),
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        bytes_read=round(float(read.group(1)) * _BYTE_UNITS[read.group(2)])
+        if read
+        else 0,
     )
 
 

@@ -4,14 +4,16 @@ C{make bench} itself is not part of C{make test}.  Here its parsing and
 reporting run on recorded wrk output, its mute Python backend serves real
 requests, and its nfork configs go through nfork's own loader.  Without wrk
 the harness must refuse to run and say exactly what to install.  On a machine
-with wrk and nginx (and nginx's echo module), a 1-second run of three
-scenarios goes through every code path end to end; without them, the tests
-that need them are skipped, with the install line as the reason.
+with wrk and nginx (and nginx's echo module), a 1-second run of five
+scenarios (small and 1 MiB answers) goes through every code path end to end;
+without them, the tests that need them are skipped, with the install line as
+the reason.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -23,7 +25,13 @@ import attrs
 import pytest
 
 from benchmarks import run, scenarios, wrk
-from benchmarks.nginx import backends_config, mirror_config
+from benchmarks.nginx import (
+    backends_config,
+    large_answer_root,
+    mirror_config,
+    worker_user,
+    write_large_answer,
+)
 from benchmarks.processes import (
     CPUMeter,
     Supervisor,
@@ -90,6 +98,8 @@ def test_wrk_report_is_parsed() -> None:
         {"p50": 0.624, "p75": 0.716, "p90": 0.833, "p99": 1.23}
     )
     assert result.errors == 0
+    assert result.bytes_read == round(11.25 * 2**20)
+    assert result.mib_per_second == pytest.approx(11.25 / 2.0)
 
 
 def test_wrk_seconds_and_errors_are_parsed() -> None:
@@ -98,6 +108,7 @@ def test_wrk_seconds_and_errors_are_parsed() -> None:
     assert result.socket_errors == {"connect": 0, "read": 2, "write": 0, "timeout": 4}
     assert result.non_2xx == 3
     assert result.errors == 9
+    assert result.bytes_read == round(1.30 * 1024)
 
 
 def test_wrk_output_without_latency_is_refused() -> None:
@@ -118,10 +129,58 @@ def test_wrk_command_is_the_issue_load() -> None:
 
 
 def test_scenarios_are_selected_by_id() -> None:
-    assert [s.id for s in scenarios.select("6,3")] == ["3", "6.3", "6.4", "6.5"]
-    assert len(scenarios.select(None)) == 8
-    with pytest.raises(ValueError, match="unknown scenario 7"):
-        scenarios.select("3,7")
+    assert [s.id for s in scenarios.select("6,3")] == [
+        "3",
+        "6.3",
+        "6.4",
+        "6.5",
+        "6.7",
+    ]
+    assert [s.id for s in scenarios.select("6.7, 7")] == ["7", "6.7"]
+    assert len(scenarios.select(None)) == 10
+    with pytest.raises(ValueError, match=r"unknown scenario 8; .* \(6 = 6.3,6.4"):
+        scenarios.select("3,8")
+
+
+def test_large_answer_scenarios_pair_nfork_with_nginx_on_the_1mib_path() -> None:
+    by_id = {s.id: s for s in scenarios.SCENARIOS}
+    nfork, nginx = by_id["7"], by_id["6.7"]
+    assert (nfork.proxy, nfork.peer, nginx.proxy, nginx.peer) == (
+        "nfork",
+        "6.7",
+        "nginx",
+        "7",
+    )
+    for scenario in (nfork, nginx):
+        assert scenario.outbounds == scenarios.FAST
+        assert scenario.path == scenarios.LARGE_ANSWER_PATH == "/1mib"
+    # Every other scenario asks for the 100-byte answer.
+    assert {s.path for s in scenarios.SCENARIOS if s not in (nfork, nginx)} == {"/"}
+
+
+def test_fast_backends_serve_a_1mib_file_readable_by_the_worker(
+    tmp_path: Path,
+) -> None:
+    path = write_large_answer(tmp_path)
+    assert path.read_bytes().startswith(b"large backend answer: x")
+    assert path.stat().st_size == scenarios.LARGE_ANSWER_BYTES == 2**20
+    assert path.parent == large_answer_root(tmp_path)
+    text = backends_config(tmp_path, {"fast1": 8001, "fast2": 8002})
+    assert text.count("location = /1mib {") == 2
+    assert text.count(f"root {path.parent};") == 2
+    assert text.count("sendfile on;") == 2
+    # Started by root, nginx's workers would run as nobody, who cannot open
+    # the harness's private workdir: they run as the harness's user then.
+    user = worker_user()
+    if os.geteuid() == 0:
+        assert user is not None and user.startswith("root ")
+        assert f"\nuser {user};\n" in "\n" + text
+        assert f"\nuser {user};\n" in "\n" + mirror_config(
+            tmp_path, 8000, 8001, [8002], keepalive=8, timeout=1
+        )
+    else:
+        assert user is None
+        assert "\nuser " not in "\n" + text
 
 
 def test_nfork_configs_are_valid_nfork_configs() -> None:
@@ -186,6 +245,7 @@ def _run(sid: str, round_: int, rps: float, p99: float, **kw: object) -> RunResu
             latency_ms={"p50": p99 / 4, "p75": p99 / 3, "p90": p99 / 2, "p99": p99},
             socket_errors={"connect": 0, "read": 0, "write": 0, "timeout": 0},
             non_2xx=0,
+            bytes_read=active * 2**10,
         ),
         wrk_cpu_percent=30.0,
         proxy_cpu_percent=100.0,
@@ -214,7 +274,7 @@ def test_report_has_medians_ratios_and_targets(tmp_path: Path) -> None:
     assert summaries["3"].p99_ms == 20.0
     assert summaries["3"].spread_percent == pytest.approx(10.0)
     text = markdown(summaries, ["## header"], rounds=3)
-    assert "| 3 | 3 outbounds | nfork | 3,000 ±10% |" in text
+    assert "| 3 | 3 outbounds | nfork | 3,000 ±10% | 2.93 |" in text
     assert "| 3 vs 6.3 | 3,000 | 6,000 | 0.50x |" in text
     assert "scenario 3 req/s >= 0.6x nginx mirror: 0.50x (NOT met)" in text
     assert "scenario 5 req/s >= 0.9x scenario 3: 0.97x (met)" in text
@@ -415,6 +475,37 @@ def test_nginx_backends_answer_at_once_or_after_the_delay(
         supervisor.stop_all()
 
 
+def test_fast_backends_answer_1mib_with_its_length(
+    tmp_path: Path, nginx_tools: Tools
+) -> None:
+    """Needs nginx (skipped without it): the file scenarios 7 and 6.7 fetch."""
+    assert nginx_tools.nginx is not None
+    supervisor = Supervisor(tmp_path)
+    backends = Backends(supervisor, nginx_tools.nginx)
+    try:
+        backends.start(["fast1"])
+        port = backends.ports["fast1"]
+        expected = (tmp_path / "www" / "1mib").read_bytes()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            for _ in range(2):  # the same connection serves it twice
+                sock.sendall(b"GET /1mib HTTP/1.1\r\nHost: b\r\n\r\n")
+                answer = b""
+                for _ in range(10_000):  # bounded: 1 MiB arrives in far fewer reads
+                    head, _, body = answer.partition(b"\r\n\r\n")
+                    if len(body) >= len(expected):
+                        break
+                    data = sock.recv(256 * 1024)
+                    assert data, answer[:200]
+                    answer += data
+                assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+                assert b"\r\nContent-Length: 1048576\r\n" in head, head
+                assert body == expected
+        poll_until(lambda: backends.received()["fast1"] == Received(2, 1), timeout=5)
+        assert backends.received()["fast1"] == Received(2, 1)
+    finally:
+        supervisor.stop_all()
+
+
 def test_backend_exits_when_the_harness_goes(tmp_path: Path) -> None:
     backend = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.backends"],
@@ -428,15 +519,16 @@ def test_backend_exits_when_the_harness_goes(tmp_path: Path) -> None:
     backend.stdout.close()
 
 
-def test_benchmark_runs_three_scenarios_end_to_end(
+def test_benchmark_runs_small_and_large_answers_end_to_end(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], bench_tools: Tools
 ) -> None:
-    """A 1-second run of scenarios 1, 4 and 6.5: nfork, nginx, every backend.
+    """A 1-second run of scenarios 1, 4, 6.5, 7 and 6.7: nfork, nginx, every
+    backend, 100-byte and 1 MiB answers.
 
     Needs wrk, nginx and its echo module (skipped without them); the
     refusal without them is test_harness_refuses_to_run_without_wrk.
     """
-    argv = ["--scenarios", "1,4,6.5", "--rounds", "1", "--duration", "1"]
+    argv = ["--scenarios", "1,4,6.5,7,6.7", "--rounds", "1", "--duration", "1"]
     argv += ["--results-dir", str(tmp_path)]
     code = run.main(argv)
     out, err = capsys.readouterr()
@@ -444,10 +536,10 @@ def test_benchmark_runs_three_scenarios_end_to_end(
     (path,) = tmp_path.glob("bench-*.json")
     document = json.loads(path.read_text())
     summary = document["summary"]
-    assert set(summary) == {"1", "4", "6.5"}
+    assert set(summary) == {"1", "4", "6.5", "7", "6.7"}
     for sid, figures in summary.items():
         assert figures["requests_per_second"] > 0, sid
-        assert figures["client_errors"] == 0, sid
+        assert figures["client_errors"] == 0, (sid, figures, err)
     # Every copy reached the shadows or was counted as dropped: the slow one
     # through nfork, the mute one through nginx's mirror (which never sheds).
     assert summary["4"]["missing"] == {"fast2": 0, "slow": 0}
@@ -463,3 +555,16 @@ def test_benchmark_runs_three_scenarios_end_to_end(
     for run_ in document["runs"]:
         assert run_["clean_stop"] in (True, None)
     assert "| 4 | 3 outbounds, 200 ms shadow | nfork |" in out
+    # The large answers: every copy reached both shadows through nfork, and
+    # each answer wrk got was the 1 MiB file (wrk also counts the bytes of
+    # the answers cut off at the end, up to one per connection).
+    assert summary["7"]["missing"] == {"fast2": 0, "fast3": 0}
+    assert summary["6.7"]["received"]["fast2"] > 0
+    for run_ in document["runs"]:
+        load = run_["wrk"]
+        per_answer = load["bytes_read"] / load["requests"]
+        if run_["scenario"] in ("7", "6.7"):
+            assert 2**20 <= per_answer < 2**20 * (1 + 40 / load["requests"]), run_
+        else:
+            assert per_answer < 1024, run_
+    assert "| 7 vs 6.7 |" in out
