@@ -30,6 +30,7 @@ from nfork.config.errors import (
     unknown_key,
 )
 from nfork.config.model import (
+    DEFAULT_BODY_IDLE_TIMEOUT,
     DEFAULT_ERROR_CODE,
     DEFAULT_IDLE_CONN,
     DEFAULT_MAX_BODY,
@@ -71,6 +72,8 @@ _INBOUND_KEYS = (
     "statsWindow",
     "requestBodyTimeout",
     "writeTimeout",
+    "bodyTimeout",
+    "idleTimeout",
     "maxConnections",
     "trustForwarded",
 )
@@ -363,6 +366,8 @@ def parse_inbound(obj: object, *, index: int = 0) -> InboundConfig:
                 obj, "requestBodyTimeout", DEFAULT_REQUEST_BODY_TIMEOUT
             ),
             write_timeout=_duration(obj, "writeTimeout", DEFAULT_WRITE_TIMEOUT),
+            body_timeout=_duration(obj, "bodyTimeout", None),
+            idle_timeout=_duration(obj, "idleTimeout", DEFAULT_BODY_IDLE_TIMEOUT),
             max_connections=(
                 _integer(obj, "maxConnections", 0) if "maxConnections" in obj else None
             ),

@@ -29,6 +29,7 @@ from nfork.config.errors import (
 )
 
 __all__ = [
+    "DEFAULT_BODY_IDLE_TIMEOUT",
     "DEFAULT_ERROR_CODE",
     "DEFAULT_IDLE_CONN",
     "DEFAULT_MAX_BODY",
@@ -68,6 +69,9 @@ DEFAULT_REQUEST_BODY_TIMEOUT = 60.0
 """Seconds a client has to send a whole request body, once its head is in."""
 DEFAULT_WRITE_TIMEOUT = 60.0
 """Seconds a client may leave its unsent answers unread before it is cut off."""
+DEFAULT_BODY_IDLE_TIMEOUT = 60.0
+"""Seconds of silence after which a streamed answer's body is cut
+(C{idleTimeout})."""
 MAX_CONNECTIONS_LIMIT = 1_000_000
 """The largest C{maxConnections}: each client connection is a descriptor."""
 
@@ -304,6 +308,11 @@ class InboundConfig:
     """Seconds a client has to send a request's whole body after its head."""
     write_timeout: float = DEFAULT_WRITE_TIMEOUT
     """Seconds a client may read none of its pending answers before it is cut off."""
+    body_timeout: float | None = None
+    """Seconds an outbound has to send an answer's whole body once its head
+    is in; None: no limit."""
+    idle_timeout: float = DEFAULT_BODY_IDLE_TIMEOUT
+    """Seconds of silence from an outbound after which its answer's body is cut."""
     max_connections: int | None = None
     """Client connections open at once; None: sized from the descriptor limit
     (L{nfork.proxy.server.default_max_connections})."""
@@ -371,6 +380,9 @@ class InboundConfig:
             _check_duration(self.stats_window, "statsWindow")
             _check_duration(self.request_body_timeout, "requestBodyTimeout")
             _check_duration(self.write_timeout, "writeTimeout")
+            if self.body_timeout is not None:
+                _check_duration(self.body_timeout, "bodyTimeout")
+            _check_duration(self.idle_timeout, "idleTimeout")
             if self.max_connections is not None:
                 _check_positive(
                     self.max_connections, "maxConnections", MAX_CONNECTIONS_LIMIT
@@ -467,6 +479,10 @@ class InboundConfig:
             result["statsWindow"] = format_duration(self.stats_window)
         if self.request_body_timeout != DEFAULT_REQUEST_BODY_TIMEOUT:
             result["requestBodyTimeout"] = format_duration(self.request_body_timeout)
+        if self.body_timeout is not None:
+            result["bodyTimeout"] = format_duration(self.body_timeout)
+        if self.idle_timeout != DEFAULT_BODY_IDLE_TIMEOUT:
+            result["idleTimeout"] = format_duration(self.idle_timeout)
         if self.write_timeout != DEFAULT_WRITE_TIMEOUT:
             result["writeTimeout"] = format_duration(self.write_timeout)
         if self.max_connections is not None:

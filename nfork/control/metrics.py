@@ -127,6 +127,11 @@ class StatsCollector(Collector):
             "Request copies shed without being sent (too many in flight).",
             labels=_LABELS,
         )
+        skipped = CounterMetricFamily(
+            "nfork_outbound_skipped",
+            "Requests the outbound did not get, by reason (body_too_large, upgrade).",
+            labels=(*_LABELS, "reason"),
+        )
         responses = CounterMetricFamily(
             "nfork_outbound_responses",
             "Responses received from the outbound, by status code "
@@ -136,6 +141,11 @@ class StatsCollector(Collector):
         latency = HistogramMetricFamily(
             "nfork_outbound_latency_seconds",
             "Time from sending a copy to its response, failure or timeout.",
+            labels=_LABELS,
+        )
+        ttfb = HistogramMetricFamily(
+            "nfork_outbound_ttfb_seconds",
+            "Time from sending a copy to its answer's status line and headers.",
             labels=_LABELS,
         )
         active = GaugeMetricFamily(
@@ -173,10 +183,14 @@ class StatsCollector(Collector):
                 errors.add_metric(labels, stats.total_errors)
                 timeouts.add_metric(labels, stats.total_timeouts)
                 dropped.add_metric(labels, stats.total_dropped)
+                for reason, count in sorted(stats.total_skipped.items()):
+                    skipped.add_metric([*labels, reason], count)
                 for code, count in sorted(stats.total_responses.items()):
                     responses.add_metric([*labels, str(code)], count)
                 buckets, total = prometheus_buckets(stats.total_latency)
                 latency.add_metric(labels, buckets, total)
+                buckets, total = prometheus_buckets(stats.total_ttfb)
+                ttfb.add_metric(labels, buckets, total)
                 active.add_metric(labels, 1 if route is routing.active else 0)
                 inflight.add_metric(labels, route.inflight)
         yield from (
@@ -184,8 +198,10 @@ class StatsCollector(Collector):
             errors,
             timeouts,
             dropped,
+            skipped,
             responses,
             latency,
+            ttfb,
             active,
             inflight,
             connections,

@@ -20,14 +20,23 @@ from zope.interface import Attribute, Interface
 from nfork.config import OUTBOUND_KEYS, ConfigError, OutboundConfig
 from nfork.config.errors import check_at_most, config_error, unknown_key
 from nfork.proxy.client import HTTPClientPool
-from nfork.proxy.messages import CopyDropped, ProxyRequest, ProxyResponse
+from nfork.proxy.messages import (
+    AnswerReceiver,
+    AnswerStream,
+    CopyDropped,
+    ProxyRequest,
+    ProxyResponse,
+)
 
 __all__ = [
+    "AnswerReceiver",
+    "AnswerStream",
     "ConfigError",
     "CopyDropped",
     "IOutbound",
     "IOutboundFactory",
     "IOutboundValidator",
+    "IStreamingOutbound",
     "OutboundConfig",
     "OutboundContext",
     "ProxyRequest",
@@ -68,6 +77,34 @@ class IOutbound(Interface):
         Called when the outbound is removed or replaced, and when nfork
         stops (which waits for the Deferred); a sink writes out what it
         buffered.  Copies still pending may be abandoned.
+        """
+
+
+class IStreamingOutbound(IOutbound):
+    """Optional for an L{IOutbound}: answers that stream, head first.
+
+    nfork calls L{send_streaming} instead of L{IOutbound.send} on outbounds
+    that provide it (the built-in HTTP outbound does), so that the client
+    gets the active outbound's status and headers as soon as they arrive and
+    its body as it arrives, and C{timeout} bounds the time to the first
+    byte.  Outbounds that do not provide it are answered whole, as before.
+    """
+
+    def send_streaming(
+        request: ProxyRequest, keep_body: bool
+    ) -> Deferred[ProxyResponse | None]:
+        """Send one request copy; fire once the answer's head is in.
+
+        As L{IOutbound.send}, except that an answer whose body is not
+        complete with its head fires with a L{ProxyResponse} whose C{body}
+        holds what came with the head and whose C{stream}
+        (L{AnswerStream}) delivers the rest once started: every piece to
+        L{AnswerReceiver.body}, then L{AnswerReceiver.end} or
+        L{AnswerReceiver.fail}.  The stream may be paused (stop reading the
+        backend: the client is slower), resumed and cancelled (abandon the
+        answer and its connection).  With C{keep_body} false no piece is
+        delivered, only the end.  A complete answer fires whole, with no
+        stream.
         """
 
 

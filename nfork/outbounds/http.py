@@ -22,6 +22,7 @@ from nfork.outbounds.api import (
     IOutbound,
     IOutboundFactory,
     IOutboundValidator,
+    IStreamingOutbound,
     OutboundContext,
     check_option_names,
 )
@@ -45,7 +46,7 @@ _KEYS = {
 """L{TLSSettings} fields and the options that set them."""
 
 
-@implementer(IOutbound)
+@implementer(IStreamingOutbound)
 class HTTPOutbound:
     """Sends request copies to an HTTP(S) backend over the shared pool.
 
@@ -73,6 +74,23 @@ class HTTPOutbound:
             request.headers,
             request.body,
             keep_body=keep_body,
+            zero_length=request.zero_length,
+        )
+        return sent
+
+    def send_streaming(
+        self, request: ProxyRequest, keep_body: bool
+    ) -> Deferred[ProxyResponse | None]:
+        """Send the copy; fire at the answer's head (see L{IStreamingOutbound})."""
+        sent: Deferred[Any] = self._pool.request(
+            self.target,
+            request.method,
+            request.uri,
+            request.headers,
+            request.body,
+            keep_body=keep_body,
+            stream=True,
+            zero_length=request.zero_length,
         )
         return sent
 

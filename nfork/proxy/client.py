@@ -67,7 +67,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from nfork.config.errors import quote
-from nfork.proxy.messages import Headers, ProxyResponse
+from nfork.proxy.messages import AnswerReceiver, Headers, ProxyResponse
 from nfork.proxy.transport import write_now
 
 __all__ = [
@@ -349,6 +349,8 @@ class _Request:
         "protocol",
         "received",
         "reused",
+        "stream",
+        "streaming",
         "transfer_encoding",
     )
 
@@ -359,6 +361,7 @@ class _Request:
         payload: bytes,
         method: bytes,
         keep_body: bool,
+        streaming: bool = False,
     ) -> None:
         self.host = host
         self.data = data
@@ -385,6 +388,10 @@ class _Request:
         self.transfer_encoding: list[bytes] | None = None
         """The values of the final response's C{Transfer-Encoding} headers."""
         self.body: list[bytes] = []
+        self.streaming = streaming
+        """The caller takes the answer as a stream once its head is in."""
+        self.stream: _AnswerStream | None = None
+        """The answer's stream, once its head was delivered before its end."""
 
     def _cancel(self, deferred: Deferred[ProxyResponse]) -> None:
         """Abandon the request: its connection or connection attempt goes."""
@@ -400,6 +407,16 @@ class _Request:
         self.deferred.callback(
             ProxyResponse(
                 self.code, self.phrase, tuple(self.headers), b"".join(self.body)
+            )
+        )
+
+    def deliver_head(self, protocol: _HTTPClientProtocol) -> None:
+        """Fire the Deferred with the head; the rest of the body will stream."""
+        stream = self.stream = _AnswerStream(self, protocol)
+        body, self.body = self.body, []
+        self.deferred.callback(
+            ProxyResponse(
+                self.code, self.phrase, tuple(self.headers), b"".join(body), stream
             )
         )
 
@@ -456,6 +473,87 @@ def _unsent(transport: object) -> bool:
             or len(transport.dataBuffer) != transport.offset
         )
     return False
+
+
+class _AnswerStream:
+    """The body of an answer delivered once its head was in (L{AnswerStream}).
+
+    Pieces that arrive before L{start} wait in a list (none do when the
+    caller starts the stream from the Deferred's callback, as the fork does).
+    Pausing stops reading the backend connection: at most the read under way
+    is still delivered.
+    """
+
+    __slots__ = ("_connection", "_done", "_failure", "_pending", "_receiver", "paused")
+
+    def __init__(self, request: _Request, connection: _HTTPClientProtocol) -> None:
+        self._connection: _HTTPClientProtocol | None = connection
+        self._receiver: AnswerReceiver | None = None
+        self._pending: list[bytes] = []
+        self._done = False
+        self._failure: Failure | None = None
+        self.paused = False
+
+    def start(self, receiver: AnswerReceiver) -> None:
+        """Deliver what arrived so far, then the rest as it comes."""
+        self._receiver = receiver
+        pending, self._pending = self._pending, []
+        for data in pending:
+            receiver.body(data)
+        if self._failure is not None:
+            receiver.fail(self._failure)
+        elif self._done:
+            receiver.end()
+
+    def pause(self) -> None:
+        """Stop reading the backend connection."""
+        connection = self._connection
+        if not self.paused and connection is not None:
+            self.paused = True
+            connection.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def resume(self) -> None:
+        """Read the backend connection again."""
+        connection = self._connection
+        if self.paused and connection is not None:
+            self.paused = False
+            connection.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def cancel(self) -> None:
+        """Abandon the answer: its connection is aborted."""
+        connection, self._connection = self._connection, None
+        self._receiver = None
+        self._done = True
+        if connection is not None:
+            connection.abandon_stream(self)
+
+    def body(self, data: bytes) -> None:
+        """A piece of the body arrived."""
+        receiver = self._receiver
+        if receiver is not None:
+            receiver.body(data)
+        elif not self._done:
+            self._pending.append(data)
+
+    def end(self) -> None:
+        """The body is complete; the connection goes back to the pool."""
+        self.resume()
+        self._connection = None
+        self._done = True
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            receiver.end()
+
+    def fail(self, reason: Failure) -> None:
+        """The connection was lost before the end of the body."""
+        self._connection = None
+        if self._done:
+            return
+        self._done = True
+        self._failure = reason
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            receiver.fail(reason)
 
 
 class _TrailingData(Exception):
@@ -573,7 +671,10 @@ class _HTTPClientProtocol(Protocol):
                         f"invalid HTTP response from "
                         f"{self._host.host}:{self._host.port}: {e!r}"
                     )
-                request.deferred.errback(cause)
+                if request.stream is not None:
+                    request.stream.fail(Failure(cause))
+                else:
+                    request.deferred.errback(cause)
                 return
             # A complete response followed by junk: deliver it, drop the
             # connection.
@@ -589,9 +690,25 @@ class _HTTPClientProtocol(Protocol):
             self._finished = False
             self._request = None
             request.protocol = None
+            stream = request.stream
+            if stream is not None:
+                # Resume before release: a paused idle connection would
+                # never see its next answer.
+                stream.resume()
             self._release(request)
             # Last: the callbacks may already reuse this connection.
-            request.deliver()
+            if stream is None:
+                request.deliver()
+            else:
+                stream.end()
+        elif (
+            request.code
+            and request.streaming
+            and request.stream is None
+            and self._request is request
+        ):
+            # The head is in, the body is not complete: stream the rest.
+            request.deliver_head(self)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Forget the connection; finish, retry or fail its request."""
@@ -604,6 +721,7 @@ class _HTTPClientProtocol(Protocol):
         request = self._request
         self._request = None
         if request is not None and not request.cancelled:
+            stream = request.stream
             if (
                 request.code
                 and not request.head
@@ -611,7 +729,13 @@ class _HTTPClientProtocol(Protocol):
                 and request.is_close_delimited()
             ):
                 request.protocol = None
-                request.deliver()
+                if stream is None:
+                    request.deliver()
+                else:
+                    stream.end()
+            elif stream is not None:
+                request.protocol = None
+                stream.fail(Failure(IncompleteResponseError(reason)))
             elif request.reused and not request.received and request.idempotent:
                 host.pool._retry(request, reason)
             elif isinstance(reason.value, (TLSError, VerificationError)):
@@ -656,6 +780,14 @@ class _HTTPClientProtocol(Protocol):
         self._held = None
         self._abort()
         request.deferred.errback(error)
+
+    def abandon_stream(self, stream: _AnswerStream) -> None:
+        """A streamed answer was cancelled: drop the connection with it."""
+        request = self._request
+        if request is not None and request.stream is stream:
+            request.cancelled = True
+            self._request = None
+            self._abort()
 
     def abandon(self, request: _Request) -> None:
         """The request was cancelled: drop the connection with it."""
@@ -739,8 +871,13 @@ class _HTTPClientProtocol(Protocol):
         if self._finished:
             raise _TrailingData()
         request = self._request
-        if request.keep_body:  # type: ignore[union-attr]
-            request.body.append(data)  # type: ignore[union-attr]
+        assert request is not None
+        if request.keep_body:
+            stream = request.stream
+            if stream is None:
+                request.body.append(data)
+            else:
+                stream.body(data)
 
     def on_message_complete(self) -> None:
         """The final response is complete (interim ones are skipped)."""
@@ -927,12 +1064,20 @@ class HTTPClientPool:
         body: bytes,
         *,
         keep_body: bool = True,
+        stream: bool = False,
+        zero_length: bool = False,
     ) -> Deferred[ProxyResponse]:
         """Send one request to C{target} and fire with the complete response.
 
         C{headers} are sent in order, exactly as given, after C{Host}; they
         must not contain C{Host}, C{Content-Length} or hop-by-hop headers.
-        With C{keep_body} false the response body is read and dropped.  After
+        With C{keep_body} false the response body is read and dropped.  With
+        C{stream}, an answer whose body is not complete when its head is in
+        fires the Deferred with that head (and the body so far), the rest
+        coming through the response's C{stream} (L{AnswerStream}); a complete
+        answer fires whole, as without.  C{zero_length} sends
+        C{Content-Length: 0} with an empty body whatever the method (the
+        client sent it).  After
         the response, the connection goes back to the idle list unless that
         already holds as many connections to the same host as the largest
         L{allow_idle} allowance for it (and fewer are busy).
@@ -960,7 +1105,7 @@ class HTTPClientPool:
         for name, value in headers:
             extend((b"\r\n", name, b": ", value))
         payload = b""
-        if body or method in _BODY_METHODS:
+        if body or zero_length or method in _BODY_METHODS:
             parts.append(b"\r\nContent-Length: %d\r\n\r\n" % len(body))
             if len(body) < _JOIN_BELOW:
                 parts.append(body)
@@ -968,7 +1113,7 @@ class HTTPClientPool:
                 payload = body
         else:
             parts.append(b"\r\n\r\n")
-        request = _Request(host, b"".join(parts), payload, method, keep_body)
+        request = _Request(host, b"".join(parts), payload, method, keep_body, stream)
         if host.idle:
             host.take_idle().send(request)
         else:

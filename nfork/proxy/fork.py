@@ -13,23 +13,28 @@ from __future__ import annotations
 import random
 import zlib
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from attrs import define, field, frozen
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from nfork.config import InboundConfig, OutboundConfig
-from nfork.outbounds.api import IOutbound
+from nfork.outbounds.api import IOutbound, IStreamingOutbound
 from nfork.proxy.deadlines import Deadline, Deadlines
 from nfork.proxy.headers import (
     client_response_headers,
     header_value,
     outbound_request_headers,
 )
-from nfork.proxy.messages import CopyDropped, ProxyRequest, ProxyResponse
+from nfork.proxy.messages import (
+    AnswerStream,
+    CopyDropped,
+    ProxyRequest,
+    ProxyResponse,
+)
 from nfork.proxy.stats import OutboundStats
 
 _log = Logger()
@@ -38,6 +43,10 @@ _log = Logger()
 
 class OutboundTimeout(Exception):
     """An outbound did not answer within its timeout."""
+
+
+_BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
+"""Methods every outbound sends with a C{Content-Length}, even 0."""
 
 
 @define(eq=False)
@@ -49,6 +58,8 @@ class OutboundRoute:
     stats: OutboundStats
     inflight: int = 0
     """Copies sent and not yet finished."""
+    streams: bool = field(init=False)
+    """The outbound provides L{IStreamingOutbound}: answers stream, head first."""
     limit: int = field(init=False)
     """How many copies may be pending before new ones are dropped.
 
@@ -57,6 +68,10 @@ class OutboundRoute:
     answering soon holds one copy at a time instead of C{maxInflight}
     connections that all wait for their timeout.
     """
+
+    @streams.default
+    def _provides_streaming(self) -> bool:
+        return IStreamingOutbound.providedBy(self.outbound)
 
     @limit.default
     def _full_limit(self) -> int:
@@ -119,6 +134,32 @@ class Responder(Protocol):
         An empty C{phrase} stands for the standard reason phrase of C{code}.
         """
 
+    def respond_stream(
+        self,
+        code: int,
+        phrase: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        length: bytes | None,
+        first: bytes,
+        control: StreamControl,
+    ) -> None:
+        """Send the head and C{first}; the body follows with L{stream_data}.
+
+        C{length} is the body's C{Content-Length}, or None when it is
+        unknown (the server then chunks it or closes after it).  While the
+        client cannot take more, the server pauses C{control}; it cancels
+        it if the client goes away.
+        """
+
+    def stream_data(self, data: bytes) -> None:
+        """Send the next piece of the streamed body."""
+
+    def stream_end(self) -> None:
+        """The streamed body is complete."""
+
+    def stream_abort(self) -> None:
+        """The streamed body was cut: close the connection without ending it."""
+
     def fail(self, code: int, text: str) -> None:
         """Answer with a short plain-text error."""
 
@@ -127,6 +168,19 @@ class Responder(Protocol):
 
     def on_gone(self, cancel: Callable[[], object]) -> None:
         """Call C{cancel} if the client goes away before it is answered."""
+
+
+class StreamControl(Protocol):
+    """What a responder may do to the streamed body it is sending."""
+
+    def pause(self) -> None:
+        """Stop reading the outbound: the client takes no more for now."""
+
+    def resume(self) -> None:
+        """Read the outbound again."""
+
+    def cancel(self) -> None:
+        """Abandon the body (the client went away)."""
 
 
 class InboundFork:
@@ -179,6 +233,13 @@ class InboundFork:
         into it); C{trusted} says the client is in a C{trustForwarded} network
         (C{InboundConfig.trusts_forwarded}), so its C{X-Forwarded-*} headers are kept.
         """
+        zero_length = False
+        if not body and method not in _BODY_METHODS:
+            # Forward a Content-Length: 0 the client sent (only it can say).
+            for name, _ in headers:
+                if len(name) == 14 and name.lower() == b"content-length":
+                    zero_length = True
+                    break
         return ProxyRequest(
             method=method,
             uri=uri,
@@ -188,6 +249,7 @@ class InboundFork:
             body=body,
             client=client_ip,
             received=self._clock.seconds(),
+            zero_length=zero_length,
         )
 
     def fork(self, request: ProxyRequest, responder: Responder) -> None:
@@ -197,7 +259,7 @@ class InboundFork:
         for shadow in routing.shadows:
             if self._wants_copy(shadow, request):
                 self._dispatch(shadow, request, False, timeout).addErrback(_ignore)
-        response = self._dispatch(routing.active, request, True, timeout)
+        response = self._dispatch(routing.active, request, True, timeout, responder)
         responder.on_gone(response.cancel)
         response.addCallbacks(
             _answer,
@@ -227,31 +289,44 @@ class InboundFork:
         request: ProxyRequest,
         keep_body: bool,
         inbound_timeout: float,
+        responder: Responder | None = None,
     ) -> Deferred[ProxyResponse | None]:
         """Send one copy under its timeout and record its outcome in the stats.
 
         C{inbound_timeout} comes from the routing snapshot the request started
-        with; the outbound's own C{timeout}, if any, wins over it.
+        with; the outbound's own C{timeout}, if any, wins over it.  The
+        timeout bounds the wait for the answer's head; a streamed body is
+        then relayed to C{responder} (the active copy's) or dropped, under
+        the inbound's C{bodyTimeout} and C{idleTimeout}, and its copy is
+        finished (stats, in flight) at the body's end.
         """
         clock = self._clock
         timeout = route.config.timeout or inbound_timeout
         start = clock.seconds()
         route.inflight += 1
         self.pending += 1
-        sent = route.outbound.send(request, keep_body)
+        if route.streams:
+            sent = cast(IStreamingOutbound, route.outbound).send_streaming(
+                request, keep_body
+            )
+        else:
+            sent = route.outbound.send(request, keep_body)
         expiry = _Expiry(sent)
         expiry.deadline = self._deadlines.add(timeout, expiry.expire)
 
         def record(
             result: ProxyResponse | Failure | None,
         ) -> ProxyResponse | Failure | None:
-            route.inflight -= 1
-            self.pending -= 1
-            if not self.pending and self._idle_waiters:
-                waiters, self._idle_waiters = self._idle_waiters, []
-                for waiter in waiters:
-                    waiter.callback(None)
             expiry.deadline.cancel()
+            if (
+                result is not None
+                and not isinstance(result, Failure)
+                and result.stream is not None
+            ):
+                route.answered()
+                _BodyRelay(self, route, result, start, responder).start(result)
+                return result
+            self._finished(route)
             latency = clock.seconds() - start
             if isinstance(result, Failure):
                 if expiry.expired:
@@ -275,6 +350,198 @@ class InboundFork:
             return result
 
         return sent.addBoth(record)
+
+    def _finished(self, route: OutboundRoute) -> None:
+        """A copy to C{route} is over: it no longer counts as in flight."""
+        route.inflight -= 1
+        self.pending -= 1
+        if not self.pending and self._idle_waiters:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+
+class _BodyRelay:
+    """Takes a streamed answer's body to the client, or drops it (a shadow).
+
+    The copy's figures are recorded at the body's end: the total time, and
+    the time to the first byte (when the head came).  C{bodyTimeout} bounds
+    the whole body and C{idleTimeout} the silence between its pieces (not
+    counted while the client holds the relay paused); either cuts the body,
+    counted as a timeout.
+    """
+
+    __slots__ = (
+        "_body_call",
+        "_code",
+        "_fork",
+        "_idle_call",
+        "_last",
+        "_paused",
+        "_responder",
+        "_route",
+        "_start",
+        "_stream",
+        "_ttfb",
+        "done",
+    )
+
+    def __init__(
+        self,
+        fork: InboundFork,
+        route: OutboundRoute,
+        response: ProxyResponse,
+        start: float,
+        responder: Responder | None,
+    ) -> None:
+        clock = fork._clock
+        self._fork = fork
+        self._route = route
+        self._code = response.code
+        self._start = start
+        self._last = now = clock.seconds()
+        self._ttfb = now - start
+        self._responder = responder
+        self._stream: AnswerStream | None = None
+        self._paused = False
+        self.done = False
+        config = fork.routing.config
+        body_timeout = config.body_timeout
+        self._body_call: IDelayedCall | None = (
+            None
+            if body_timeout is None
+            else clock.callLater(body_timeout, self._cut, "bodyTimeout")
+        )
+        self._idle_call: IDelayedCall | None = clock.callLater(
+            config.idle_timeout, self._idle_check
+        )
+
+    def start(self, response: ProxyResponse) -> None:
+        """Send the active copy's head to the client; take the body."""
+        stream = self._stream = response.stream
+        assert stream is not None
+        responder = self._responder
+        if responder is not None:
+            if responder.gone:
+                self.cancel()
+                return
+            responder.respond_stream(
+                response.code,
+                response.phrase,
+                client_response_headers(response.headers),
+                header_value(response.headers, b"content-length"),
+                response.body,
+                self,
+            )
+        if not self.done:
+            stream.start(self)
+
+    # AnswerReceiver
+
+    def body(self, data: bytes) -> None:
+        """Relay a piece to the client (a shadow's pieces never come)."""
+        self._last = self._fork._clock.seconds()
+        responder = self._responder
+        if responder is not None:
+            responder.stream_data(data)
+
+    def end(self) -> None:
+        """The body is complete: record the copy, end the client's answer."""
+        if self._finish():
+            return
+        now = self._fork._clock.seconds()
+        self._route.stats.record_response(self._code, now - self._start, self._ttfb)
+        if self._responder is not None:
+            self._responder.stream_end()
+
+    def fail(self, reason: Failure) -> None:
+        """The outbound's connection was lost mid-body."""
+        if self._finish():
+            return
+        now = self._fork._clock.seconds()
+        self._route.stats.record_error(now - self._start)
+        if self._responder is not None:
+            _log.warn(
+                "inbound {inbound}: active outbound {outbound} failed during "
+                "the answer's body, connection to the client cut: {reason}",
+                inbound=self._fork.routing.config.name,
+                outbound=self._route.name,
+                reason=reason.getErrorMessage(),
+            )
+            self._responder.stream_abort()
+
+    # StreamControl, for the responder
+
+    def pause(self) -> None:
+        """The client takes no more for now: stop reading the outbound."""
+        self._paused = True
+        if self._stream is not None:
+            self._stream.pause()
+
+    def resume(self) -> None:
+        """The client took its output: read on."""
+        self._paused = False
+        self._last = self._fork._clock.seconds()
+        if self._stream is not None:
+            self._stream.resume()
+
+    def cancel(self) -> None:
+        """The client went away: abandon the body."""
+        if self._finish():
+            return
+        now = self._fork._clock.seconds()
+        self._route.stats.record_error(now - self._start)
+        if self._stream is not None:
+            self._stream.cancel()
+
+    # timers
+
+    def _idle_check(self) -> None:
+        self._idle_call = None
+        if self.done:
+            return
+        clock = self._fork._clock
+        idle_timeout = self._fork.routing.config.idle_timeout
+        if self._paused:
+            self._last = clock.seconds()
+        silence = clock.seconds() - self._last
+        if silence >= idle_timeout:
+            self._cut("idleTimeout")
+        else:
+            self._idle_call = clock.callLater(idle_timeout - silence, self._idle_check)
+
+    def _cut(self, key: str) -> None:
+        """A body timeout passed: abandon the body, count a timeout."""
+        if self._body_call is not None and key == "bodyTimeout":
+            self._body_call = None
+        if self._finish():
+            return
+        now = self._fork._clock.seconds()
+        self._route.timed_out()
+        self._route.stats.record_timeout(now - self._start)
+        if self._stream is not None:
+            self._stream.cancel()
+        if self._responder is not None:
+            _log.warn(
+                "inbound {inbound}: active outbound {outbound}'s answer body "
+                "cut after {key}, connection to the client cut",
+                inbound=self._fork.routing.config.name,
+                outbound=self._route.name,
+                key=key,
+            )
+            self._responder.stream_abort()
+
+    def _finish(self) -> bool:
+        """Mark the copy finished; True if it already was."""
+        if self.done:
+            return True
+        self.done = True
+        for call in (self._body_call, self._idle_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._body_call = self._idle_call = None
+        self._fork._finished(self._route)
+        return False
 
 
 class _Expiry:
@@ -307,6 +574,9 @@ def _ignore(failure: Failure) -> None:
 
 def _answer(response: ProxyResponse, responder: Responder) -> None:
     """Send the active outbound's response to the client."""
+    if response.stream is not None:
+        # Its head went out when it came (_BodyRelay.start).
+        return
     if responder.gone:
         return
     body = response.body

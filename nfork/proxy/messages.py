@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from attrs import frozen
+from twisted.python.failure import Failure
 
 Headers = tuple[tuple[bytes, bytes], ...]
 """Raw header lines in arrival order; names keep their original case."""
@@ -26,6 +29,9 @@ class ProxyRequest:
     """The client's address, for sinks that record traffic."""
     received: float = 0.0
     """Reactor time at which the request was received."""
+    zero_length: bool = False
+    """The client sent C{Content-Length: 0} with an empty body: forwarded as
+    sent, even for methods that carry no body (C{DELETE}, C{GET})."""
 
 
 class CopyDropped(Exception):
@@ -35,16 +41,54 @@ class CopyDropped(Exception):
     """
 
 
+class AnswerReceiver(Protocol):
+    """Where the rest of a streamed answer's body goes, as it arrives."""
+
+    def body(self, data: bytes) -> None:
+        """The next piece of the (de-chunked) body."""
+
+    def end(self) -> None:
+        """The body is complete."""
+
+    def fail(self, reason: Failure) -> None:
+        """The body could not be read to its end (the connection was lost)."""
+
+
+class AnswerStream(Protocol):
+    """The rest of an answer whose head came before its body was complete.
+
+    Nothing is delivered until L{start}; then every piece goes to the
+    receiver as it arrives, and exactly one of C{end} or C{fail} follows
+    (neither after L{cancel}).
+    """
+
+    def start(self, receiver: AnswerReceiver) -> None:
+        """Deliver the rest of the body to C{receiver}."""
+
+    def pause(self) -> None:
+        """Stop reading the body (the receiver cannot keep up)."""
+
+    def resume(self) -> None:
+        """Read the body again."""
+
+    def cancel(self) -> None:
+        """Abandon the body and its connection."""
+
+
 @frozen
 class ProxyResponse:
     """An outbound's answer.
 
     C{headers} are as the backend sent them (hop-by-hop ones included); the
     inbound filters them before answering the client.  C{body} is empty when
-    the caller asked for the body to be discarded.
+    the caller asked for the body to be discarded.  A streamed answer
+    (C{stream} set) carries in C{body} only what had arrived with its head;
+    the rest comes through C{stream}.
     """
 
     code: int
     phrase: bytes
     headers: Headers
     body: bytes
+    stream: AnswerStream | None = None
+    """The rest of the body, when the answer is streamed."""

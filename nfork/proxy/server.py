@@ -41,7 +41,7 @@ from twisted.web.http import RESPONSES
 from zope.interface import implementer
 
 from nfork.config import InboundConfig
-from nfork.proxy.fork import InboundFork
+from nfork.proxy.fork import InboundFork, StreamControl
 from nfork.proxy.target import BadTarget, checked_target, needs_check
 from nfork.proxy.transport import unsent_bytes, write_now
 
@@ -143,6 +143,10 @@ class InboundProtocol(Protocol):
         """A refusal is on its way: the rest of the input is ignored."""
         self._queue: deque[_Pending] = deque()
         self._cancel: Callable[[], object] | None = None
+        self._stream: StreamControl | None = None
+        """The body being streamed to the client, paused while it cannot take it."""
+        self._chunked = False
+        """The streamed body is sent in chunks (its length is unknown)."""
         self._continue_pending = False
         self._header_deadline: IDelayedCall | None = None
         self._body_deadline: IDelayedCall | None = None
@@ -478,6 +482,93 @@ class InboundProtocol(Protocol):
             self._write_mark = unsent_bytes(self.transport)
         self._answered()
 
+    def respond_stream(
+        self,
+        code: int,
+        phrase: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        length: bytes | None,
+        first: bytes,
+        control: StreamControl,
+    ) -> None:
+        """Write the head (and C{first}) now; the body follows as it comes.
+
+        A body of unknown length is chunked to an HTTP/1.1 client, and ends
+        with the connection for an HTTP/1.0 one.  While more than the
+        transport's buffer waits to be sent, C{control} is paused.
+        """
+        if self.gone or not self._busy:
+            control.cancel()
+            return
+        self._cancel = control.cancel
+        self._stream = control
+        parts = [
+            self._version,
+            b" %d " % code,
+            phrase or RESPONSES.get(code, b"Unknown"),
+            b"\r\n",
+        ]
+        extend = parts.extend
+        for name, value in headers:
+            extend((name, b": ", value, b"\r\n"))
+        self._chunked = False
+        if length is not None:
+            extend((b"Content-Length: ", length, b"\r\n"))
+        elif self._version == b"HTTP/1.1":
+            self._chunked = True
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        else:
+            self._close = True
+        if self._close:
+            parts.append(b"Connection: close\r\n")
+        elif self._version == b"HTTP/1.0":
+            parts.append(b"Connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        if first:
+            if self._chunked:
+                extend((b"%x\r\n" % len(first), first, b"\r\n"))
+            else:
+                parts.append(first)
+        self._stream_write(b"".join(parts))
+        if self._output_full:
+            control.pause()
+
+    def stream_data(self, data: bytes) -> None:
+        """Write a piece of the streamed body."""
+        if self._stream is None or self.gone:
+            return
+        if self._chunked:
+            data = b"".join((b"%x\r\n" % len(data), data, b"\r\n"))
+        self._stream_write(data)
+
+    def stream_end(self) -> None:
+        """The streamed body is complete: end it, serve the next request."""
+        if self._stream is None:
+            return
+        self._stream = None
+        self._cancel = None
+        if self.gone:
+            return
+        if self._chunked:
+            self._stream_write(b"0\r\n\r\n")
+        self._answered()
+
+    def stream_abort(self) -> None:
+        """The streamed body was cut: abort the connection (no clean end)."""
+        self._stream = None
+        self._cancel = None
+        if not self.gone:
+            self.gone = True
+            self._broken = True
+            assert self.transport is not None
+            cast(Any, self.transport).abortConnection()
+
+    def _stream_write(self, data: bytes) -> None:
+        write_now(self.transport, data)
+        if self._write_deadline is not None:
+            # Output was already waiting: progress is counted from here.
+            self._write_mark = unsent_bytes(self.transport)
+
     def fail(self, code: int, text: str) -> None:
         """Answer with a short plain-text error."""
         body = text.encode("utf-8")
@@ -529,11 +620,15 @@ class InboundProtocol(Protocol):
         self._output_full = True
         self._pause()
         self._start_write_deadline()
+        if self._stream is not None:
+            self._stream.pause()
 
     def resumeProducing(self) -> None:
         """Everything written has been sent: carry on."""
         self._output_full = False
         self._stop_write_deadline()
+        if self._stream is not None:
+            self._stream.resume()
         if not (self._busy or self.gone):
             self._next()
 

@@ -179,6 +179,10 @@ class _Figures:
     dropped: int = 0
     responses: dict[int, int] = field(factory=dict)
     latency: LatencyHistogram = field(factory=LatencyHistogram)
+    ttfb: LatencyHistogram = field(factory=LatencyHistogram)
+    """Time from sending a copy to its answer's head (responses only)."""
+    skipped: dict[str, int] = field(factory=dict)
+    """Requests this outbound did not get, by reason (C{body_too_large}...)."""
 
     def count_response(self, code: int) -> None:
         """Count one response with status C{code}."""
@@ -202,31 +206,44 @@ class _Figures:
         for code, n in other.responses.items():
             responses[code] = responses.get(code, 0) + n
         self.latency.merge(other.latency)
+        self.ttfb.merge(other.ttfb)
+        if other.skipped:
+            skipped = self.skipped
+            for reason, n in other.skipped.items():
+                skipped[reason] = skipped.get(reason, 0) + n
 
     def clear(self) -> None:
         """Reset to zero, keeping the containers for reuse."""
         self.requests = self.errors = self.timeouts = self.dropped = 0
         self.responses.clear()
         self.latency.clear()
+        self.ttfb.clear()
+        self.skipped.clear()
 
     def to_json(self) -> dict[str, object]:
         """The JSON-ready form served by the stats API."""
-        latency = self.latency
-        values = latency.percentiles([p for _, p in PERCENTILES])
         return {
             "requests": self.requests,
             "errors": self.errors,
             "timeouts": self.timeouts,
             "dropped": self.dropped,
-            "latency": {
-                **{
-                    name: _format_latency(value)
-                    for (name, _), value in zip(PERCENTILES, values, strict=True)
-                },
-                "pmx": _format_latency(latency.max),
-            },
+            "skipped": dict(sorted(self.skipped.items())),
+            "latency": _latency_json(self.latency),
+            "ttfb": _latency_json(self.ttfb),
             "responses": {str(code): n for code, n in sorted(self.responses.items())},
         }
+
+
+def _latency_json(latency: LatencyHistogram) -> dict[str, str]:
+    """The percentiles and maximum of C{latency}, as Go duration strings."""
+    values = latency.percentiles([p for _, p in PERCENTILES])
+    return {
+        **{
+            name: _format_latency(value)
+            for (name, _), value in zip(PERCENTILES, values, strict=True)
+        },
+        "pmx": _format_latency(latency.max),
+    }
 
 
 def _format_latency(seconds: float) -> str:
@@ -308,12 +325,19 @@ class OutboundStats:
             self._rotate(now)
         return self._current
 
-    def record_response(self, code: int, latency: float) -> None:
-        """Count a response with status C{code}, C{latency} seconds after sending."""
+    def record_response(
+        self, code: int, latency: float, ttfb: float | None = None
+    ) -> None:
+        """Count a response with status C{code}, C{latency} seconds after sending.
+
+        C{ttfb} is when its head arrived (a streamed answer); by default the
+        answer came whole, at C{latency}.
+        """
         figures = self._now()
         figures.requests += 1
         figures.count_response(code)
         figures.latency.record(latency)
+        figures.ttfb.record(latency if ttfb is None else ttfb)
 
     def record_delivered(self, latency: float) -> None:
         """Count a copy a sink accepted (no HTTP response), after C{latency} s."""
@@ -338,6 +362,16 @@ class OutboundStats:
     def record_dropped(self) -> None:
         """Count a copy shed without being sent, because too many were in flight."""
         self._now().dropped += 1
+
+    def record_skipped(self, reason: str) -> None:
+        """Count a request this outbound did not get, for C{reason}.
+
+        C{"body_too_large"}: its body was over C{mirrorBody} and went to the
+        active outbound only; C{"upgrade"}: an upgrade request.  Not a copy:
+        not counted in C{requests}.
+        """
+        skipped = self._now().skipped
+        skipped[reason] = skipped.get(reason, 0) + 1
 
     def snapshot(self) -> dict[str, object]:
         """The last complete window's figures, with the totals under C{"total"}.
@@ -379,6 +413,22 @@ class OutboundStats:
         for code, n in self._current.responses.items():
             responses[code] = responses.get(code, 0) + n
         return responses
+
+    @property
+    def total_skipped(self) -> dict[str, int]:
+        """Requests not sent to this outbound since creation, by reason (a copy)."""
+        skipped = dict(self._total.skipped)
+        for reason, n in self._current.skipped.items():
+            skipped[reason] = skipped.get(reason, 0) + n
+        return skipped
+
+    @property
+    def total_ttfb(self) -> LatencyHistogram:
+        """Times to the first byte since creation: a new histogram."""
+        ttfb = LatencyHistogram()
+        ttfb.merge(self._total.ttfb)
+        ttfb.merge(self._current.ttfb)
+        return ttfb
 
     @property
     def total_latency(self) -> LatencyHistogram:

@@ -42,7 +42,9 @@ EMPTY = {
     "errors": 0,
     "timeouts": 0,
     "dropped": 0,
+    "skipped": {},
     "latency": ZERO_LATENCY,
+    "ttfb": ZERO_LATENCY,
     "responses": {},
 }
 
@@ -448,9 +450,12 @@ class SnapshotShapeTests(SynchronousTestCase):
         stats.record_error(0.0015)
         stats.record_timeout(0.0015)
         stats.record_timeout(0.007)
+        stats.record_skipped("body_too_large")
         clock.advance(1)
-        stats.record_response(200, 0.25)
+        stats.record_response(200, 0.25, ttfb=0.002)
         stats.record_dropped()
+        stats.record_skipped("body_too_large")
+        stats.record_skipped("upgrade")
         snapshot = stats.snapshot()
         self.assertEqual(
             snapshot,
@@ -459,6 +464,7 @@ class SnapshotShapeTests(SynchronousTestCase):
                 "errors": 1,
                 "timeouts": 2,
                 "dropped": 0,
+                "skipped": {"body_too_large": 1},
                 # Percentiles other than the extremes are the geometric
                 # middle of their bucket: 1.5ms is in [1.496ms, 1.512ms).
                 "latency": {
@@ -467,17 +473,31 @@ class SnapshotShapeTests(SynchronousTestCase):
                     "p99": "7ms",
                     "pmx": "7ms",
                 },
+                # Answers that came whole: their first byte came with the last.
+                "ttfb": {
+                    "p50": "1.5ms",
+                    "p90": "1.5ms",
+                    "p99": "1.5ms",
+                    "pmx": "1.5ms",
+                },
                 "responses": {"200": 6, "503": 1},
                 "total": {
                     "requests": 11,
                     "errors": 1,
                     "timeouts": 2,
                     "dropped": 1,
+                    "skipped": {"body_too_large": 2, "upgrade": 1},
                     "latency": {
                         "p50": "1.504ms",
                         "p90": "7.001ms",
                         "p99": "250ms",
                         "pmx": "250ms",
+                    },
+                    "ttfb": {
+                        "p50": "1.504ms",
+                        "p90": "2ms",
+                        "p99": "2ms",
+                        "pmx": "2ms",
                     },
                     "responses": {"200": 7, "503": 1},
                 },
