@@ -36,6 +36,7 @@ from nfork.proxy.messages import (
     ProxyResponse,
 )
 from nfork.proxy.stats import OutboundStats
+from nfork.proxy.upgrade import UpgradeResponder, start_upgrade
 
 _log = Logger()
 """For the failures of active outbounds, whose details clients never see."""
@@ -266,6 +267,43 @@ class InboundFork:
             _answer_failure,
             callbackArgs=(responder,),
             errbackArgs=(responder, routing),
+        )
+
+    def upgrade(
+        self,
+        method: bytes,
+        uri: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        early: bytes,
+        client_ip: str,
+        secure: bool,
+        trusted: bool,
+        responder: UpgradeResponder,
+        idle_timeout: float,
+    ) -> None:
+        """Relay an upgrade request (WebSocket) to the active outbound.
+
+        See L{nfork.proxy.upgrade}: C{early} is what the client sent after
+        the request; shadows mirror the session or count it skipped.
+        """
+        request = ProxyRequest(
+            method=method,
+            uri=uri,
+            headers=outbound_request_headers(
+                headers, client_ip, b"https" if secure else b"http", trusted, True
+            ),
+            body=b"",
+            client=client_ip,
+            received=self._clock.seconds(),
+        )
+        start_upgrade(
+            self._clock,
+            self.routing,
+            request,
+            early,
+            responder,
+            idle_timeout,
+            self._wants_copy,
         )
 
     def _wants_copy(self, route: OutboundRoute, request: ProxyRequest) -> bool:

@@ -63,6 +63,7 @@ def outbound_request_headers(
     client_ip: str,
     scheme: bytes,
     trusted: bool = False,
+    upgrade: bool = False,
 ) -> Headers:
     """The headers every outbound receives for a client request.
 
@@ -73,7 +74,8 @@ def outbound_request_headers(
     and C{Forwarded} are kept, the first two set from the client's request
     only when absent, and C{Forwarded} extended with the client's hop; from
     any other client the first two are set from its request and
-    C{Forwarded} is removed.
+    C{Forwarded} is removed.  For an C{upgrade} request (a WebSocket
+    handshake) C{Upgrade} is kept and C{Connection: Upgrade} sent.
     """
     raw = list(headers)
     listed = _connection_tokens(raw)
@@ -91,8 +93,12 @@ def outbound_request_headers(
             if trusted and lower != b"x-nfork" and not _is_hop_by_hop(lower, listed):
                 kept.append((name, value))
                 present.add(lower)
-        elif not (lower in _RECOMPUTED or _is_hop_by_hop(lower, listed)):
+        elif (upgrade and lower == b"upgrade") or not (
+            lower in _RECOMPUTED or _is_hop_by_hop(lower, listed)
+        ):
             kept.append((name, value))
+    if upgrade:
+        kept.append((b"Connection", b"Upgrade"))
     client = client_ip.encode("ascii", "replace")
     if client:
         forwarded_for.append(client)

@@ -33,6 +33,7 @@ from twisted.internet.interfaces import (
     IPushProducer,
     IReactorTime,
     ISSLTransport,
+    ITransport,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -44,6 +45,7 @@ from nfork.config import InboundConfig
 from nfork.proxy.fork import InboundFork, StreamControl
 from nfork.proxy.target import BadTarget, checked_target, needs_check
 from nfork.proxy.transport import unsent_bytes, write_now
+from nfork.proxy.upgrade import Tunnel, announces_body, is_h2c, plain_head
 
 HEADER_TIMEOUT = 10.0
 """Seconds a client has to send a request's line and headers, once started."""
@@ -81,7 +83,16 @@ class _Refused(Exception):
 class _Pending:
     """A parsed request waiting for its turn, or a refusal to send in order."""
 
-    __slots__ = ("body", "close", "code", "headers", "method", "uri", "version")
+    __slots__ = (
+        "body",
+        "close",
+        "code",
+        "headers",
+        "method",
+        "upgrade",
+        "uri",
+        "version",
+    )
 
     def __init__(
         self,
@@ -101,6 +112,9 @@ class _Pending:
         self.close = close
         self.code = code
         """Non-zero for a refusal: C{uri} is then the text to answer."""
+        self.upgrade = False
+        """An upgrade request (WebSocket): C{body} is what the client sent
+        after it, for the upgraded protocol."""
 
 
 @implementer(IPushProducer, IHalfCloseableProtocol)
@@ -143,6 +157,10 @@ class InboundProtocol(Protocol):
         """A refusal is on its way: the rest of the input is ignored."""
         self._queue: deque[_Pending] = deque()
         self._cancel: Callable[[], object] | None = None
+        self._upgrade_head: _Pending | None = None
+        """An upgrade request just parsed, until its rest is known (L{_feed})."""
+        self._tunnel: Tunnel | None = None
+        """After a 101: the relay that owns the connection."""
         self._stream: StreamControl | None = None
         """The body being streamed to the client, paused while it cannot take it."""
         self._chunked = False
@@ -204,28 +222,21 @@ class InboundProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         """Parse what arrived; complete requests are forked or queued."""
+        if self._tunnel is not None:
+            self._tunnel.client_data(data)
+            return
         if self._broken or self.gone:
             return
         self._last_active = self._clock.seconds()
         self._section_fresh = self._completed_in_read = False
         try:
-            self._parser.feed_data(data)
+            self._feed(data)
         except HttpParserCallbackError as e:
             refused = e.__context__
             if isinstance(refused, _Refused):
                 self._refuse(refused.code, refused.text)
             else:
                 self._refuse(400, "nfork: bad request\n")
-            return
-        except HttpParserUpgrade:
-            # The request before the upgrade is answered; nothing after it.
-            if self._queue:
-                self._queue[-1].close = True
-            elif self._busy:
-                self._close = True
-            else:
-                self._close_now()
-            self._broken = True
             return
         except HttpParserError:
             if self._in_head and self._parser.get_method() == b"PRI":
@@ -246,6 +257,8 @@ class InboundProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Cancel the active copy of an unanswered request and every timer."""
+        if self._tunnel is not None:
+            self._tunnel.client_lost()
         self.gone = True
         self._queue.clear()
         self._stop_header_deadline()
@@ -264,6 +277,9 @@ class InboundProtocol(Protocol):
 
         A request it had not finished sending when its input ended is dropped.
         """
+        if self._tunnel is not None:
+            self._tunnel.client_lost()
+            return
         if self._read_closed or self.gone:
             return
         self._read_closed = self._broken = True
@@ -403,6 +419,10 @@ class InboundProtocol(Protocol):
             # "Connection: keep-alive" (llhttp applies both rules).
             not parser.should_keep_alive(),
         )
+        if parser.should_upgrade():
+            # Started, or parsed again (h2c), once its rest is known: L{_feed}.
+            self._upgrade_head = request
+            return
         self._continue_pending = False
         if self._busy or self._queue:
             self._queue.append(request)
@@ -429,6 +449,19 @@ class InboundProtocol(Protocol):
             # Once per connection, and again only if the inbound changed.
             self._trust_config = config
             self._trusted = config.trusts_forwarded(self._client_ip)
+        if request.upgrade:
+            fork.upgrade(
+                request.method,
+                request.uri,
+                request.headers,
+                request.body,
+                self._client_ip,
+                self._secure,
+                self._trusted,
+                self,
+                self._idle_timeout,
+            )
+            return
         fork.fork(
             fork.proxy_request(
                 request.method,
@@ -441,6 +474,60 @@ class InboundProtocol(Protocol):
             ),
             self,
         )
+
+    def _feed(self, data: bytes) -> None:
+        """Parse C{data}; an upgrade request in it is started, or parsed again.
+
+        An h2c upgrade is ignored (RFC 9113 section 3.1): its head is parsed
+        again without C{Upgrade}, as a plain request, with what followed it.
+        Any other upgrade request goes to the active outbound (L{InboundFork.upgrade})
+        with what followed it, and nothing more is parsed on this connection.
+        """
+        while True:
+            try:
+                self._parser.feed_data(data)
+                return
+            except HttpParserUpgrade as e:
+                rest = data[e.args[0] :]
+            head, self._upgrade_head = self._upgrade_head, None
+            self._parser = HttpRequestParser(self)
+            if head is None:
+                self._broken = True
+                return
+            if is_h2c(head.headers):
+                data = plain_head(head.method, head.uri, head.version, head.headers)
+                data += rest
+                continue
+            self._broken = True
+            if announces_body(head.headers):
+                self._refuse(400, "nfork: an upgrade request with a body\n")
+                return
+            head.upgrade = True
+            head.body = rest
+            head.close = True
+            self._pause()
+            if self._busy or self._queue:
+                self._queue.append(head)
+            else:
+                self._start(head)
+            return
+
+    def take_over(self, head: bytes, tunnel: Tunnel) -> ITransport:
+        """The active outbound switched protocols: write its 101 C{head}, and
+        hand the connection to C{tunnel} (which resumes reading it)."""
+        self._cancel = None
+        self._busy = False
+        self._tunnel = tunnel
+        self._stop_header_deadline()
+        self._stop_body_deadline()
+        self._stop_write_deadline()
+        _cancel(self._idle_call)
+        self._idle_call = None
+        transport = self.transport
+        assert transport is not None
+        cast(IConsumer, transport).unregisterProducer()
+        write_now(transport, head)
+        return transport
 
     def on_gone(self, cancel: Callable[[], object]) -> None:
         """Cancel the active copy if the client goes away before its answer."""
