@@ -279,12 +279,12 @@ class InboundFork:
         secure: bool,
         trusted: bool,
         responder: UpgradeResponder,
-        idle_timeout: float,
     ) -> None:
         """Relay an upgrade request (WebSocket) to the active outbound.
 
         See L{nfork.proxy.upgrade}: C{early} is what the client sent after
-        the request; shadows mirror the session or count it skipped.
+        the request; shadows mirror the session or count it skipped.  A
+        session silent both ways for the inbound's C{idleTimeout} is closed.
         """
         request = ProxyRequest(
             method=method,
@@ -296,13 +296,14 @@ class InboundFork:
             client=client_ip,
             received=self._clock.seconds(),
         )
+        routing = self.routing
         start_upgrade(
             self._clock,
-            self.routing,
+            routing,
             request,
             early,
             responder,
-            idle_timeout,
+            routing.config.idle_timeout,
             self._wants_copy,
         )
 

@@ -459,7 +459,6 @@ class InboundProtocol(Protocol):
                 self._secure,
                 self._trusted,
                 self,
-                self._idle_timeout,
             )
             return
         fork.fork(

@@ -348,6 +348,19 @@ class WebSocketTests(TestCase):
         yield client.close()
 
     @inlineCallbacks
+    def test_silent_session_is_closed_after_idle_timeout(self) -> Any:
+        prod = self.backend()
+        port = yield self.inbound({"prod": prod.address}, idleTimeout="300ms")
+        client = self.client(port)
+        yield client.opened
+        client.send(b"one")
+        yield client.arrivals.wait_for(1)
+        started = time.monotonic()
+        yield client.closed.addTimeout(5, reactor)
+        self.assertGreater(time.monotonic() - started, 0.25)
+        yield eventually(reactor, lambda: prod.closed == 1)
+
+    @inlineCallbacks
     def test_frames_sent_with_the_handshake_reach_the_backend(self) -> Any:
         prod = self.backend()
         port = yield self.inbound({"prod": prod.address})
