@@ -102,3 +102,12 @@ class TwistdProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+def rss_mib(pid: int) -> float:
+    """The resident set size of process C{pid}, in MiB (Linux)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for process {pid}")

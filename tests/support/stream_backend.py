@@ -1,5 +1,7 @@
 """A backend for streaming tests, run in its own process (its memory is its own).
 
+L{running_stream_backend} starts it for a test.
+
 C{python -m tests.support.stream_backend} listens on 127.0.0.1 (an
 ephemeral port, printed as C{listening on PORT}) and serves:
 
@@ -17,11 +19,15 @@ ephemeral port, printed as C{listening on PORT}) and serves:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs
 
 _PIECE = b"\0" * (256 * 1024)
@@ -134,3 +140,29 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@contextlib.contextmanager
+def running_stream_backend() -> Iterator[str]:
+    """This backend in a process of its own, for the test's duration: its address."""
+    server = subprocess.Popen(
+        [sys.executable, "-u", "-m", "tests.support.stream_backend"],
+        cwd=Path(__file__).parents[2],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert line.startswith("listening on "), f"the backend said {line!r}"
+        yield f"127.0.0.1:{int(line.split()[-1])}"
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
