@@ -526,6 +526,10 @@ class InboundProtocol(Protocol):
         assert transport is not None
         cast(IConsumer, transport).unregisterProducer()
         write_now(transport, head)
+        if self._closing:
+            # The inbound stopped while the upgrade was under way: the
+            # session ends at once, as those already open did.
+            self._clock.callLater(0, self._close_now)
         return transport
 
     def on_gone(self, cancel: Callable[[], object]) -> None:

@@ -361,6 +361,16 @@ class WebSocketTests(TestCase):
         yield eventually(reactor, lambda: prod.closed == 1)
 
     @inlineCallbacks
+    def test_removing_the_inbound_closes_its_sessions(self) -> Any:
+        prod = self.backend()
+        port = yield self.inbound({"prod": prod.address})
+        client = self.client(port)
+        yield client.opened
+        yield Deferred.fromCoroutine(self.controller.remove_inbound("ws"))
+        yield client.closed.addTimeout(5, reactor)
+        yield eventually(reactor, lambda: prod.closed == 1)
+
+    @inlineCallbacks
     def test_frames_sent_with_the_handshake_reach_the_backend(self) -> Any:
         prod = self.backend()
         port = yield self.inbound({"prod": prod.address})
