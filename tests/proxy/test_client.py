@@ -1243,3 +1243,147 @@ class IntegrationTests(TestCase):
         )
         response = await self.request(combined, b"combined")
         self.assertEqual(response.body, b"combined")
+
+
+class _Collector:
+    """An AnswerReceiver that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+        self.ended = False
+        self.failure: Failure | None = None
+
+    def body(self, data: bytes) -> None:
+        self.pieces.append(data)
+
+    def end(self) -> None:
+        self.ended = True
+
+    def fail(self, reason: Failure) -> None:
+        self.failure = reason
+
+
+class StreamingTests(PoolTestCase):
+    """With C{stream}, an answer whose body is incomplete comes head first."""
+
+    def test_complete_answer_comes_whole_without_a_stream(self) -> None:
+        d = self.get(stream=True)
+        protocol, _ = self.connect()
+        protocol.dataReceived(OK)
+        response = self.successResultOf(d)
+        self.assertIsNone(response.stream)
+        self.assertEqual(response.body, b"ok")
+
+    def test_head_comes_first_then_pieces_as_they_arrive(self) -> None:
+        d = self.get(stream=True)
+        protocol, _ = self.connect()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nab")
+        response = self.successResultOf(d)
+        self.assertEqual((response.code, response.body), (200, b"ab"))
+        stream = response.stream
+        assert stream is not None
+        collector = _Collector()
+        stream.start(collector)
+        protocol.dataReceived(b"cd")
+        self.assertEqual((collector.pieces, collector.ended), ([b"cd"], False))
+        protocol.dataReceived(b"ef")
+        self.assertEqual((collector.pieces, collector.ended), ([b"cd", b"ef"], True))
+        # The connection went back to the pool.
+        self.assertEqual(self.pool.idle_count(TARGET), 1)
+
+    def test_chunked_pieces_are_decoded(self) -> None:
+        d = self.get(stream=True)
+        protocol, _ = self.connect()
+        protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+        )
+        response = self.successResultOf(d)
+        assert response.stream is not None
+        collector = _Collector()
+        response.stream.start(collector)
+        protocol.dataReceived(b"2\r\nde\r\n0\r\n\r\n")
+        self.assertEqual(response.body + b"".join(collector.pieces), b"abcde")
+        self.assertTrue(collector.ended)
+
+    def test_pause_stops_reading_the_backend(self) -> None:
+        d = self.get(stream=True)
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n")
+        stream = self.successResultOf(d).stream
+        assert stream is not None
+        stream.start(_Collector())
+        stream.pause()
+        self.assertEqual(transport.producerState, "paused")
+        stream.resume()
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_connection_paused_at_the_end_is_resumed_before_reuse(self) -> None:
+        d = self.get(stream=True)
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n")
+        stream = self.successResultOf(d).stream
+        assert stream is not None
+        stream.start(_Collector())
+        stream.pause()
+        protocol.dataReceived(b"abcd")
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(self.pool.idle_count(TARGET), 1)
+
+    def test_lost_connection_mid_body_fails_the_stream(self) -> None:
+        d = self.get(stream=True)
+        protocol, _ = self.connect()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab")
+        stream = self.successResultOf(d).stream
+        assert stream is not None
+        collector = _Collector()
+        stream.start(collector)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        assert collector.failure is not None
+        collector.failure.trap(IncompleteResponseError)
+
+    def test_close_delimited_body_ends_with_the_connection(self) -> None:
+        d = self.get(stream=True)
+        protocol, _ = self.connect()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\n\r\nab")
+        stream = self.successResultOf(d).stream
+        assert stream is not None
+        collector = _Collector()
+        stream.start(collector)
+        protocol.dataReceived(b"cd")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(collector.pieces, [b"cd"])
+        self.assertTrue(collector.ended)
+
+    def test_cancel_aborts_the_connection(self) -> None:
+        d = self.get(stream=True)
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab")
+        stream = self.successResultOf(d).stream
+        assert stream is not None
+        collector = _Collector()
+        stream.start(collector)
+        stream.cancel()
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNone(collector.failure)
+        self.assertFalse(collector.ended)
+
+    def test_dropped_body_is_never_kept(self) -> None:
+        d = self.get(stream=True, keep_body=False)
+        protocol, _ = self.connect()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nab")
+        response = self.successResultOf(d)
+        self.assertEqual(response.body, b"")
+        assert response.stream is not None
+        collector = _Collector()
+        response.stream.start(collector)
+        protocol.dataReceived(b"cdef")
+        self.assertEqual((collector.pieces, collector.ended), ([], True))
+
+    def test_zero_length_is_sent_when_asked(self) -> None:
+        self.pool.request(TARGET, b"DELETE", b"/", (), b"", zero_length=True)
+        _, transport = self.connect()
+        self.assertEqual(
+            transport.value(),
+            b"DELETE / HTTP/1.1\r\nHost: backend:8080\r\nContent-Length: 0\r\n\r\n",
+        )

@@ -6,9 +6,17 @@ Requests reach the fork through the inbound's real server protocol, in memory
 
 from __future__ import annotations
 
-from twisted.internet.error import ConnectionRefusedError
-from twisted.trial.unittest import SynchronousTestCase
+from typing import Any
 
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from nfork.outbounds.api import IStreamingOutbound
+from nfork.outbounds.http import HTTPOutbound
+from nfork.proxy.client import HTTPClientPool, Target
+from nfork.proxy.messages import ProxyResponse
 from tests.support.forks import Harness, fork_config
 
 URL = "http://inbound.example/api/items?x=1"
@@ -330,3 +338,133 @@ class AdaptiveLimitTests(SynchronousTestCase):
             h["mute"].last.answer(200)
         self.assertEqual(route.limit, 8)
         self.assertEqual(h.routes["prod"].stats.total_dropped, 0)
+
+
+class FakeStream:
+    """The rest of a fake answer's body, fed by the test (an AnswerStream)."""
+
+    def __init__(self) -> None:
+        self.receiver: Any = None
+        self.paused = False
+        self.cancelled = False
+
+    def start(self, receiver: Any) -> None:
+        self.receiver = receiver
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def answer_streaming(copy: Any, first: bytes = b"") -> FakeStream:
+    """Answer C{copy} with a head (and C{first}); the rest comes from the stream."""
+    stream = FakeStream()
+    copy.deferred.callback(
+        ProxyResponse(200, b"OK", ((b"Content-Type", b"text/plain"),), first, stream)
+    )
+    return stream
+
+
+class StreamingTests(SynchronousTestCase):
+    """Streamed answers: relayed as they come, cut by bodyTimeout/idleTimeout."""
+
+    def test_http_outbound_provides_streaming(self) -> None:
+        pool = HTTPClientPool(MemoryReactorClock())
+        target = Target("http", "127.0.0.1", 8080, b"127.0.0.1:8080")
+        verifyObject(IStreamingOutbound, HTTPOutbound(pool, target, 4))
+
+    def test_streamed_body_reaches_the_client_and_is_recorded_at_its_end(
+        self,
+    ) -> None:
+        h = Harness(fork_config())
+        d = h.stub.get(URL)
+        h.clock.advance(0.01)
+        stream = answer_streaming(h["prod"].last, b"first ")
+        h.clock.advance(0.5)
+        stream.receiver.body(b"second")
+        # The copy is in flight until its body ends.
+        self.assertEqual(h.routes["prod"].inflight, 1)
+        stream.receiver.end()
+        h.stub.flush()
+        response = self.successResultOf(d)
+        self.assertEqual(
+            self.successResultOf(h.stub.content(response)), b"first second"
+        )
+        self.assertEqual(h.routes["prod"].inflight, 0)
+        total = h.routes["prod"].stats.snapshot()["total"]
+        assert isinstance(total, dict)
+        self.assertEqual(total["ttfb"]["pmx"], "10ms")
+        self.assertEqual(total["latency"]["pmx"], "510ms")
+        self.assertEqual(total["responses"], {"200": 1})
+
+    def test_timeout_bounds_the_head_only(self) -> None:
+        h = Harness(fork_config())
+        h.stub.get(URL)
+        stream = answer_streaming(h["prod"].last)
+        h.clock.advance(5)
+        self.assertFalse(stream.cancelled)
+
+    def test_body_timeout_cuts_the_body_and_counts_a_timeout(self) -> None:
+        h = Harness(fork_config(bodyTimeout="1s"))
+        h.stub.get(URL)
+        stream = answer_streaming(h["prod"].last)
+        for _ in range(9):
+            h.clock.advance(0.1)
+            stream.receiver.body(b"x")
+        self.assertFalse(stream.cancelled)
+        h.clock.advance(0.15)
+        self.assertTrue(stream.cancelled)
+        total = h.routes["prod"].stats.snapshot()["total"]
+        assert isinstance(total, dict)
+        self.assertEqual(total["timeouts"], 1)
+        self.assertEqual(h.routes["prod"].inflight, 0)
+
+    def test_idle_timeout_cuts_a_silent_body(self) -> None:
+        h = Harness(fork_config(idleTimeout="1s"))
+        h.stub.get(URL)
+        stream = answer_streaming(h["prod"].last)
+        h.clock.advance(0.9)
+        stream.receiver.body(b"x")
+        h.clock.advance(0.9)
+        self.assertFalse(stream.cancelled)
+        h.clock.advance(0.2)
+        self.assertTrue(stream.cancelled)
+
+    def test_shadow_stream_is_dropped_and_recorded(self) -> None:
+        h = Harness(fork_config())
+        h.stub.get(URL)
+        stream = answer_streaming(h["staging"].last)
+        h.clock.advance(0.2)
+        stream.receiver.end()
+        total = h.routes["staging"].stats.snapshot()["total"]
+        assert isinstance(total, dict)
+        self.assertEqual(total["responses"], {"200": 1})
+        self.assertEqual(total["latency"]["pmx"], "200ms")
+
+
+class ContentLengthZeroTests(SynchronousTestCase):
+    """A C{Content-Length: 0} the client sent is forwarded."""
+
+    def setUp(self) -> None:
+        self.h = Harness(fork_config())
+
+    def zero_length(self, method: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+        request = self.h.fork.proxy_request(
+            method, b"/", [(b"Host", b"a"), *headers], b"", "127.0.0.1", False
+        )
+        return request.zero_length
+
+    def test_delete_and_get_with_content_length_zero(self) -> None:
+        for method in (b"DELETE", b"GET"):
+            self.assertTrue(self.zero_length(method, [(b"content-length", b"0")]))
+
+    def test_none_without_it(self) -> None:
+        self.assertFalse(self.zero_length(b"DELETE", []))
+
+    def test_body_methods_always_get_a_length_anyway(self) -> None:
+        self.assertFalse(self.zero_length(b"POST", [(b"Content-Length", b"0")]))
