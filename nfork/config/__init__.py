@@ -20,8 +20,8 @@ from nfork.config.load import (
 from nfork.config.model import (
     DEFAULT_ERROR_CODE,
     DEFAULT_IDLE_CONN,
-    DEFAULT_MAX_BODY,
     DEFAULT_MAX_INFLIGHT,
+    DEFAULT_MIRROR_BODY,
     DEFAULT_STATS_WINDOW,
     DEFAULT_TIMEOUT,
     DEFAULT_TIMEOUT_CODE,
@@ -34,8 +34,8 @@ from nfork.config.model import (
 __all__ = [
     "DEFAULT_ERROR_CODE",
     "DEFAULT_IDLE_CONN",
-    "DEFAULT_MAX_BODY",
     "DEFAULT_MAX_INFLIGHT",
+    "DEFAULT_MIRROR_BODY",
     "DEFAULT_STATS_WINDOW",
     "DEFAULT_TIMEOUT",
     "DEFAULT_TIMEOUT_CODE",

@@ -33,8 +33,8 @@ from nfork.config.model import (
     DEFAULT_BODY_IDLE_TIMEOUT,
     DEFAULT_ERROR_CODE,
     DEFAULT_IDLE_CONN,
-    DEFAULT_MAX_BODY,
     DEFAULT_MAX_INFLIGHT,
+    DEFAULT_MIRROR_BODY,
     DEFAULT_REQUEST_BODY_TIMEOUT,
     DEFAULT_STATS_WINDOW,
     DEFAULT_TIMEOUT,
@@ -69,6 +69,7 @@ _INBOUND_KEYS = (
     "errorCode",
     "idleConn",
     "maxBody",
+    "mirrorBody",
     "statsWindow",
     "requestBodyTimeout",
     "writeTimeout",
@@ -360,7 +361,8 @@ def parse_inbound(obj: object, *, index: int = 0) -> InboundConfig:
             timeout_code=_integer(obj, "timeoutCode", DEFAULT_TIMEOUT_CODE),
             error_code=_integer(obj, "errorCode", DEFAULT_ERROR_CODE),
             idle_conn=_integer(obj, "idleConn", DEFAULT_IDLE_CONN),
-            max_body=_integer(obj, "maxBody", DEFAULT_MAX_BODY),
+            max_body=_integer(obj, "maxBody", 0) if "maxBody" in obj else None,
+            mirror_body=_integer(obj, "mirrorBody", DEFAULT_MIRROR_BODY),
             stats_window=_duration(obj, "statsWindow", DEFAULT_STATS_WINDOW),
             request_body_timeout=_duration(
                 obj, "requestBodyTimeout", DEFAULT_REQUEST_BODY_TIMEOUT

@@ -32,8 +32,8 @@ __all__ = [
     "DEFAULT_BODY_IDLE_TIMEOUT",
     "DEFAULT_ERROR_CODE",
     "DEFAULT_IDLE_CONN",
-    "DEFAULT_MAX_BODY",
     "DEFAULT_MAX_INFLIGHT",
+    "DEFAULT_MIRROR_BODY",
     "DEFAULT_REQUEST_BODY_TIMEOUT",
     "DEFAULT_STATS_WINDOW",
     "DEFAULT_TIMEOUT",
@@ -62,7 +62,9 @@ DEFAULT_TIMEOUT = 1.0
 DEFAULT_TIMEOUT_CODE = 503
 DEFAULT_ERROR_CODE = 502
 DEFAULT_IDLE_CONN = 64
-DEFAULT_MAX_BODY = 10 * 1024 * 1024
+DEFAULT_MIRROR_BODY = 10 * 1024 * 1024
+"""Request bodies up to this many bytes are buffered and copied to every
+outbound; larger ones stream to the active outbound only."""
 DEFAULT_STATS_WINDOW = 1.0
 DEFAULT_MAX_INFLIGHT = 1000
 DEFAULT_REQUEST_BODY_TIMEOUT = 60.0
@@ -300,8 +302,11 @@ class InboundConfig:
     """Status sent to the client when the active outbound fails otherwise."""
     idle_conn: int = DEFAULT_IDLE_CONN
     """Idle keep-alive connections kept per outbound."""
-    max_body: int = DEFAULT_MAX_BODY
-    """Largest request body accepted, in bytes."""
+    max_body: int | None = None
+    """Largest request body accepted, in bytes; None: no limit."""
+    mirror_body: int = DEFAULT_MIRROR_BODY
+    """Largest request body buffered and copied to every outbound; a larger
+    one streams to the active outbound only."""
     stats_window: float = DEFAULT_STATS_WINDOW
     """Seconds per stats window."""
     request_body_timeout: float = DEFAULT_REQUEST_BODY_TIMEOUT
@@ -374,9 +379,11 @@ class InboundConfig:
                     )
             for key, count, maximum in (
                 ("idleConn", self.idle_conn, MAX_IDLE_CONN),
-                ("maxBody", self.max_body, MAX_BODY_LIMIT),
+                ("mirrorBody", self.mirror_body, MAX_BODY_LIMIT),
             ):
                 _check_positive(count, key, maximum)
+            if self.max_body is not None:
+                _check_positive(self.max_body, "maxBody", MAX_BODY_LIMIT)
             _check_duration(self.stats_window, "statsWindow")
             _check_duration(self.request_body_timeout, "requestBodyTimeout")
             _check_duration(self.write_timeout, "writeTimeout")
@@ -473,8 +480,10 @@ class InboundConfig:
         }
         if self.error_code != DEFAULT_ERROR_CODE:
             result["errorCode"] = self.error_code
-        if self.max_body != DEFAULT_MAX_BODY:
+        if self.max_body is not None:
             result["maxBody"] = self.max_body
+        if self.mirror_body != DEFAULT_MIRROR_BODY:
+            result["mirrorBody"] = self.mirror_body
         if self.stats_window != DEFAULT_STATS_WINDOW:
             result["statsWindow"] = format_duration(self.stats_window)
         if self.request_body_timeout != DEFAULT_REQUEST_BODY_TIMEOUT:

@@ -91,6 +91,7 @@ class HTTPOutbound:
             keep_body=keep_body,
             stream=True,
             zero_length=request.zero_length,
+            upload=request.upload,
         )
         return sent
 

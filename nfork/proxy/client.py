@@ -54,6 +54,7 @@ from twisted.internet.interfaces import (
     IAddress,
     IConnector,
     IOpenSSLClientConnectionCreator,
+    IPushProducer,
     IReactorTCP,
     IReactorTime,
 )
@@ -67,7 +68,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from nfork.config.errors import quote
-from nfork.proxy.messages import AnswerReceiver, Headers, ProxyResponse
+from nfork.proxy.messages import (
+    AnswerReceiver,
+    Headers,
+    ProxyResponse,
+    RequestUpload,
+)
 from nfork.proxy.transport import write_now
 
 __all__ = [
@@ -352,6 +358,8 @@ class _Request:
         "stream",
         "streaming",
         "transfer_encoding",
+        "upload",
+        "upload_done",
     )
 
     def __init__(
@@ -362,6 +370,7 @@ class _Request:
         method: bytes,
         keep_body: bool,
         streaming: bool = False,
+        upload: RequestUpload | None = None,
     ) -> None:
         self.host = host
         self.data = data
@@ -369,7 +378,12 @@ class _Request:
         self.payload = payload
         """A long body, written after C{data}: the caller's object, shared."""
         self.head = method == b"HEAD"
-        self.idempotent = method in IDEMPOTENT_METHODS
+        # A streamed body cannot be sent again.
+        self.idempotent = upload is None and method in IDEMPOTENT_METHODS
+        self.upload = upload
+        """A body streamed from the client after the head, if any."""
+        self.upload_done = False
+        """The whole streamed body was written."""
         self.keep_body = keep_body
         self.deferred: Deferred[ProxyResponse] = Deferred(self._cancel)
         self.protocol: _HTTPClientProtocol | None = None
@@ -556,6 +570,56 @@ class _AnswerStream:
             receiver.fail(reason)
 
 
+@implementer(IPushProducer)
+class _UploadWriter:
+    """Writes a streamed request body to the backend connection.
+
+    Registered as the connection's producer: when its output buffer fills,
+    the client's connection stops being read (L{RequestUpload.pause}).
+    """
+
+    __slots__ = ("_chunked", "_protocol", "_request", "_upload")
+
+    def __init__(self, protocol: _HTTPClientProtocol, request: _Request) -> None:
+        upload = request.upload
+        assert upload is not None
+        self._protocol = protocol
+        self._request = request
+        self._upload = upload
+        self._chunked = upload.length is None
+        protocol.transport.registerProducer(self, True)  # type: ignore[union-attr]
+
+    def write(self, data: bytes) -> None:
+        """Send a piece of the body, in a chunk when its length is unknown."""
+        if not data or self._request.protocol is not self._protocol:
+            return
+        if self._chunked:
+            data = b"".join((b"%x\r\n" % len(data), data, b"\r\n"))
+        self._protocol.transport.write(data)  # type: ignore[union-attr]
+
+    def finish(self) -> None:
+        """The body is complete: end it; the connection may be reused."""
+        request = self._request
+        if request.protocol is self._protocol:
+            transport: Any = self._protocol.transport
+            if self._chunked:
+                transport.write(b"0\r\n\r\n")
+            transport.unregisterProducer()
+        request.upload_done = True
+
+    def pauseProducing(self) -> None:
+        """The backend takes no more for now: stop reading the client."""
+        self._upload.pause()
+
+    def resumeProducing(self) -> None:
+        """The backend took what was written: read the client again."""
+        self._upload.resume()
+
+    def stopProducing(self) -> None:
+        """The backend connection is gone: the rest of the body is not wanted."""
+        self._upload.stop()
+
+
 class _TrailingData(Exception):
     """Bytes followed a complete response before any request asked for them."""
 
@@ -626,6 +690,8 @@ class _HTTPClientProtocol(Protocol):
         write_now(transport, request.data)
         if request.payload:
             write_now(transport, request.payload)
+        if request.upload is not None:
+            request.upload.start(_UploadWriter(self, request))
 
     def dataReceived(self, data: bytes) -> None:
         """Parse response bytes; hand the response over once complete."""
@@ -688,6 +754,11 @@ class _HTTPClientProtocol(Protocol):
                 self._tail = data[-2:]
         if self._finished:
             self._finished = False
+            upload = request.upload
+            if upload is not None and not request.upload_done:
+                # Answered before the whole body was sent: never reused.
+                self._keep_alive = False
+                upload.stop()
             self._request = None
             request.protocol = None
             stream = request.stream
@@ -1066,6 +1137,7 @@ class HTTPClientPool:
         keep_body: bool = True,
         stream: bool = False,
         zero_length: bool = False,
+        upload: RequestUpload | None = None,
     ) -> Deferred[ProxyResponse]:
         """Send one request to C{target} and fire with the complete response.
 
@@ -1077,7 +1149,9 @@ class HTTPClientPool:
         coming through the response's C{stream} (L{AnswerStream}); a complete
         answer fires whole, as without.  C{zero_length} sends
         C{Content-Length: 0} with an empty body whatever the method (the
-        client sent it).  After
+        client sent it).  C{upload} streams a request body after the head
+        (with its C{Content-Length}, or chunked when it has none): such a
+        request is never sent twice.  After
         the response, the connection goes back to the idle list unless that
         already holds as many connections to the same host as the largest
         L{allow_idle} allowance for it (and fewer are busy).
@@ -1105,7 +1179,12 @@ class HTTPClientPool:
         for name, value in headers:
             extend((b"\r\n", name, b": ", value))
         payload = b""
-        if body or zero_length or method in _BODY_METHODS:
+        if upload is not None:
+            if upload.length is None:
+                parts.append(b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+            else:
+                parts.append(b"\r\nContent-Length: %d\r\n\r\n" % upload.length)
+        elif body or zero_length or method in _BODY_METHODS:
             parts.append(b"\r\nContent-Length: %d\r\n\r\n" % len(body))
             if len(body) < _JOIN_BELOW:
                 parts.append(body)
@@ -1113,7 +1192,9 @@ class HTTPClientPool:
                 payload = body
         else:
             parts.append(b"\r\n\r\n")
-        request = _Request(host, b"".join(parts), payload, method, keep_body, stream)
+        request = _Request(
+            host, b"".join(parts), payload, method, keep_body, stream, upload
+        )
         if host.idle:
             host.take_idle().send(request)
         else:

@@ -34,6 +34,7 @@ from nfork.proxy.messages import (
     CopyDropped,
     ProxyRequest,
     ProxyResponse,
+    RequestUpload,
 )
 from nfork.proxy.stats import OutboundStats
 from nfork.proxy.upgrade import UpgradeResponder, start_upgrade
@@ -210,8 +211,8 @@ class InboundFork:
         return d
 
     @property
-    def max_body(self) -> int:
-        """The largest request body accepted, in bytes."""
+    def max_body(self) -> int | None:
+        """The largest request body accepted, in bytes; None: no limit."""
         return self.routing.config.max_body
 
     def refuse_too_large(self, responder: Responder) -> None:
@@ -227,12 +228,14 @@ class InboundFork:
         client_ip: str,
         secure: bool,
         trusted: bool = False,
+        upload: RequestUpload | None = None,
     ) -> ProxyRequest:
         """The copy of a client request that every outbound receives.
 
         C{uri} is in origin form (the server turned an absolute-form target
         into it); C{trusted} says the client is in a C{trustForwarded} network
         (C{InboundConfig.trusts_forwarded}), so its C{X-Forwarded-*} headers are kept.
+        C{upload} is a body over C{mirrorBody}, streamed to the active only.
         """
         zero_length = False
         if not body and method not in _BODY_METHODS:
@@ -251,15 +254,31 @@ class InboundFork:
             client=client_ip,
             received=self._clock.seconds(),
             zero_length=zero_length,
+            upload=upload,
         )
 
     def fork(self, request: ProxyRequest, responder: Responder) -> None:
         """Copy C{request} to the outbounds; answer C{responder} from the active."""
         routing = self.routing
         timeout = routing.config.timeout
-        for shadow in routing.shadows:
-            if self._wants_copy(shadow, request):
-                self._dispatch(shadow, request, False, timeout).addErrback(_ignore)
+        upload = request.upload
+        if upload is None:
+            for shadow in routing.shadows:
+                if self._wants_copy(shadow, request):
+                    self._dispatch(shadow, request, False, timeout).addErrback(_ignore)
+        else:
+            for shadow in routing.shadows:
+                if self._selects(shadow, request):
+                    shadow.stats.record_skipped("body_too_large")
+            if not routing.active.streams:
+                upload.stop()
+                responder.fail(
+                    413,
+                    f"nfork: request body larger than mirrorBody "
+                    f"({routing.config.mirror_body} bytes), which the active "
+                    f"outbound cannot stream\n",
+                )
+                return
         response = self._dispatch(routing.active, request, True, timeout, responder)
         responder.on_gone(response.cancel)
         response.addCallbacks(
@@ -307,15 +326,19 @@ class InboundFork:
             self._wants_copy,
         )
 
-    def _wants_copy(self, route: OutboundRoute, request: ProxyRequest) -> bool:
-        """Whether a shadow takes this request (its C{methods} and C{sample})."""
+    def _selects(self, route: OutboundRoute, request: ProxyRequest) -> bool:
+        """Whether a shadow's C{methods} and C{sample} take this request."""
         config = route.config
         if config.methods is not None and request.method.decode() not in config.methods:
             return False
-        if (
+        return not (
             config.sample is not None
             and _sample_point(request, self._random) >= config.sample
-        ):
+        )
+
+    def _wants_copy(self, route: OutboundRoute, request: ProxyRequest) -> bool:
+        """Whether a shadow takes this request (its C{methods} and C{sample})."""
+        if not self._selects(route, request):
             return False
         if route.inflight >= route.limit:
             route.stats.record_dropped()

@@ -11,6 +11,39 @@ Headers = tuple[tuple[bytes, bytes], ...]
 """Raw header lines in arrival order; names keep their original case."""
 
 
+class UploadWriter(Protocol):
+    """Where a streamed request body goes: the connection to the outbound."""
+
+    def write(self, data: bytes) -> None:
+        """Send the next piece of the body."""
+
+    def finish(self) -> None:
+        """The body is complete."""
+
+
+class RequestUpload(Protocol):
+    """A request body larger than C{mirrorBody}, read from the client as sent.
+
+    Only the active outbound gets it, once: it cannot be sent again.
+    """
+
+    @property
+    def length(self) -> int | None:
+        """The body's C{Content-Length}; None when the client chunks it."""
+
+    def start(self, writer: UploadWriter) -> None:
+        """Deliver the body to C{writer}: what was read so far, then the rest."""
+
+    def pause(self) -> None:
+        """Stop reading the client: the outbound takes no more for now."""
+
+    def resume(self) -> None:
+        """Read the client again."""
+
+    def stop(self) -> None:
+        """The outbound wants no more of the body (it answered or failed)."""
+
+
 @frozen
 class ProxyRequest:
     """One client request, ready to be copied to every outbound.
@@ -32,6 +65,8 @@ class ProxyRequest:
     zero_length: bool = False
     """The client sent C{Content-Length: 0} with an empty body: forwarded as
     sent, even for methods that carry no body (C{DELETE}, C{GET})."""
+    upload: RequestUpload | None = None
+    """A body over C{mirrorBody}, streamed (C{body} is then empty)."""
 
 
 class CopyDropped(Exception):

@@ -43,6 +43,7 @@ from zope.interface import implementer
 
 from nfork.config import InboundConfig
 from nfork.proxy.fork import InboundFork, StreamControl
+from nfork.proxy.messages import UploadWriter
 from nfork.proxy.target import BadTarget, checked_target, needs_check
 from nfork.proxy.transport import unsent_bytes, write_now
 from nfork.proxy.upgrade import Tunnel, announces_body, is_h2c, plain_head
@@ -90,6 +91,7 @@ class _Pending:
         "headers",
         "method",
         "upgrade",
+        "upload",
         "uri",
         "version",
     )
@@ -115,6 +117,77 @@ class _Pending:
         self.upgrade = False
         """An upgrade request (WebSocket): C{body} is what the client sent
         after it, for the upgraded protocol."""
+        self.upload: _Upload | None = None
+        """A body over C{mirrorBody}, streamed to the active outbound."""
+
+
+class _Upload:
+    """A request body over C{mirrorBody}, read from the client as it arrives.
+
+    The client's connection is read only while the outbound's connection
+    takes the body (L{RequestUpload}): until L{start}, and while the
+    outbound's output buffer is full, reading is paused, so at most one read
+    is held here.
+    """
+
+    __slots__ = ("_done", "_pending", "_protocol", "_stopped", "_writer", "length")
+
+    def __init__(
+        self, protocol: InboundProtocol, length: int | None, received: bytes
+    ) -> None:
+        self._protocol = protocol
+        self.length = length
+        self._pending: list[bytes] = [received] if received else []
+        self._writer: UploadWriter | None = None
+        self._done = False
+        self._stopped = False
+        self.pause()
+
+    def start(self, writer: UploadWriter) -> None:
+        """The outbound's connection is ready: send what came, then the rest."""
+        if self._stopped:
+            return
+        self._writer = writer
+        pending, self._pending = self._pending, []
+        for data in pending:
+            writer.write(data)
+        if self._done:
+            writer.finish()
+        else:
+            self.resume()
+
+    def data(self, data: bytes) -> None:
+        """A piece of the body arrived from the client."""
+        if self._stopped:
+            return
+        if self._writer is None:
+            self._pending.append(data)
+        else:
+            self._writer.write(data)
+
+    def finish(self) -> None:
+        """The client's body is complete."""
+        self._done = True
+        if self._writer is not None and not self._stopped:
+            self._writer.finish()
+
+    def pause(self) -> None:
+        """Stop reading the client."""
+        protocol = self._protocol
+        if not protocol.gone:
+            cast(IPushProducer, protocol.transport).pauseProducing()
+
+    def resume(self) -> None:
+        """Read the client again (unless its connection is paused for its answers)."""
+        protocol = self._protocol
+        if not (protocol.gone or protocol._paused):
+            cast(IPushProducer, protocol.transport).resumeProducing()
+
+    def stop(self) -> None:
+        """The outbound wants no more: what still comes is dropped."""
+        self._stopped = True
+        self._pending = []
+        self.resume()
 
 
 @implementer(IPushProducer, IHalfCloseableProtocol)
@@ -190,6 +263,14 @@ class InboundProtocol(Protocol):
         self._body: bytes | bytearray = b""
         self._body_size = 0
         self._expect_continue = False
+        self._length = -1
+        """The request's C{Content-Length}, or -1."""
+        self._mirror_body = 0
+        """The request's body streams once larger than this (C{mirrorBody})."""
+        self._upload: _Upload | None = None
+        """The body being received streams to the active outbound."""
+        self._upload_next: _Pending | None = None
+        """A request whose body streams, waiting for the answers before it."""
         self._url: bytes | bytearray = b""
         self._target = b""
         """The request target to forward, in origin form."""
@@ -309,6 +390,7 @@ class InboundProtocol(Protocol):
         self._body = b""
         self._body_size = 0
         self._expect_continue = False
+        self._length = -1
 
     def on_url(self, url: bytes) -> None:
         # One growing buffer: a target sent a byte at a time costs linear time.
@@ -339,8 +421,10 @@ class InboundProtocol(Protocol):
         size = len(name)
         if size == 14 and name.lower() == b"content-length":
             max_body = self._fork.max_body
-            if value.isdigit() and int(value) > max_body:
-                raise _Refused(413, "")
+            if value.isdigit():
+                self._length = int(value)
+                if max_body is not None and self._length > max_body:
+                    raise _Refused(413, "")
         elif (
             size == 6 and name.lower() == b"expect" and value.lower() == b"100-continue"
         ):
@@ -378,6 +462,32 @@ class InboundProtocol(Protocol):
                 self._pause()
             else:
                 self._write(_CONTINUE)
+        self._mirror_body = mirror_body = self._fork.routing.config.mirror_body
+        if self._length > mirror_body:
+            self._begin_upload(self._length)
+
+    def _begin_upload(self, length: int | None) -> None:
+        """Stream the body being received to the active outbound only."""
+        body = self._body
+        self._body = b""
+        upload = self._upload = _Upload(
+            self, length, body if type(body) is bytes else bytes(body)
+        )
+        parser = self._parser
+        request = _Pending(
+            parser.get_method(),
+            self._target,
+            self._headers,
+            b"",
+            b"HTTP/1.1" if self._http_version == "1.1" else b"HTTP/1.0",
+            not parser.should_keep_alive(),
+        )
+        request.upload = upload
+        if self._busy or self._queue:
+            self._upload_next = request
+            self._pause()
+        else:
+            self._start(request)
 
     def on_chunk_header(self) -> None:
         self._in_trailers = self._section_fresh = True
@@ -387,8 +497,17 @@ class InboundProtocol(Protocol):
             self._in_trailers = False
             self._stop_header_deadline()
         self._body_size += len(body)
-        if self._body_size > self._fork.max_body:
+        max_body = self._fork.max_body
+        if max_body is not None and self._body_size > max_body:
+            if self._upload is not None:
+                # The request is under way: only cutting it is left.
+                self._upload.stop()
+                self.stream_abort()
+                return
             raise _Refused(413, "")
+        if self._upload is not None:
+            self._upload.data(body)
+            return
         received = self._body
         if not received:
             self._body = body
@@ -396,6 +515,9 @@ class InboundProtocol(Protocol):
             received += body
         else:
             self._body = bytearray(received) + body
+        if self._body_size > self._mirror_body and not self._parser.should_upgrade():
+            # A chunked body grew past mirrorBody.
+            self._begin_upload(None)
 
     def on_message_complete(self) -> None:
         self._completed_in_read = True
@@ -405,6 +527,11 @@ class InboundProtocol(Protocol):
         self._in_body = False
         if self._body_deadline is not None:
             self._stop_body_deadline()
+        upload = self._upload
+        if upload is not None:
+            self._upload = None
+            upload.finish()
+            return
         if self._broken:
             return
         parser = self._parser
@@ -470,6 +597,7 @@ class InboundProtocol(Protocol):
                 self._client_ip,
                 self._secure,
                 self._trusted,
+                request.upload,
             ),
             self,
         )
@@ -677,6 +805,12 @@ class InboundProtocol(Protocol):
 
     def _answered(self) -> None:
         self._busy = False
+        upload = self._upload
+        if upload is not None:
+            # Answered before the whole body came: drop the rest, and close.
+            self._upload = None
+            upload.stop()
+            self._close = True
         if self._close:
             self._close_now()
             return
@@ -692,6 +826,12 @@ class InboundProtocol(Protocol):
         if self._continue_pending:
             self._continue_pending = False
             self._write(_CONTINUE)
+        if self._upload_next is not None:
+            request, self._upload_next = self._upload_next, None
+            # Its upload reads the client again once the outbound takes it.
+            self._paused = False
+            self._start(request)
+            return
         if self._paused:
             self._paused = False
             assert self.transport is not None

@@ -13,9 +13,19 @@ peer that stops reading can be told from one that reads slowly.
 
 from __future__ import annotations
 
+import fcntl
+import struct
+import sys
 from typing import Any
 
 from twisted.internet.tcp import Connection
+
+_OUTQ: int | None = None
+"""The C{ioctl} that reads a socket's send queue (Linux's C{SIOCOUTQ})."""
+if sys.platform.startswith("linux"):
+    import termios
+
+    _OUTQ = termios.TIOCOUTQ
 
 
 def write_now(transport: Any, data: bytes) -> None:
@@ -51,8 +61,12 @@ def unsent_bytes(transport: Any) -> int | None:
     """Bytes written to C{transport} that the peer has not taken yet.
 
     Counts Twisted's buffer of a TCP connection (under TLS, of the TCP
-    connection beneath it; the TLS layer's own few records are left out).
-    None when the transport keeps no such buffer that we know of.
+    connection beneath it; the TLS layer's own few records are left out)
+    and, on Linux, the socket's send queue: the kernel wakes a writer only
+    once much of a large send buffer (up to 4 MiB) is free, so a client
+    reading slowly but steadily makes progress there long before Twisted's
+    buffer shrinks.  None when the transport keeps no such buffer that we
+    know of.
     """
     if not isinstance(transport, Connection):
         # TLSMemoryBIOProtocol: the TCP connection is its transport.
@@ -60,4 +74,17 @@ def unsent_bytes(transport: Any) -> int | None:
         if not isinstance(transport, Connection):
             return None
     unsent: int = len(transport.dataBuffer) - transport.offset
-    return unsent + transport._tempDataLen
+    return unsent + transport._tempDataLen + _send_queue(transport)
+
+
+def _send_queue(transport: Connection) -> int:
+    """Bytes in the socket's send queue, not yet acknowledged (0 if unknown)."""
+    if _OUTQ is None:
+        return 0
+    try:
+        queued: int = struct.unpack(
+            "i", fcntl.ioctl(transport.socket.fileno(), _OUTQ, b"\0\0\0\0")
+        )[0]
+    except (OSError, ValueError):
+        return 0
+    return queued

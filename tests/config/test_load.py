@@ -13,7 +13,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nfork.config import (
-    DEFAULT_MAX_BODY,
     ConfigError,
     InboundConfig,
     OutboundConfig,
@@ -142,7 +141,7 @@ def test_defaults() -> None:
         timeout_code=503,
         error_code=502,
         idle_conn=64,
-        max_body=10 * 1024 * 1024,
+        max_body=None,
         stats_window=1.0,
         name_given=False,
     )
@@ -275,7 +274,7 @@ def test_round_trip_of_a_rich_configuration() -> None:
                     "audit": {"addr": "file:///tmp/a.jsonl", "methods": ["POST"]},
                 },
                 timeout="1.5s",
-                maxBody=DEFAULT_MAX_BODY + 1,
+                maxBody=10 * 1024 * 1024 + 1,
                 statsWindow="1m",
             ),
             inbound_obj(name=MISSING, listen="[::1]:0", timeout="0.000001s"),

@@ -8,6 +8,8 @@ same backend; C{cut} cuts a silent body after 300 ms (C{idleTimeout}).
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import socket
 import time
@@ -289,3 +291,82 @@ def test_stats_give_time_to_first_byte_and_total_time(stack: Stack) -> None:
         assert ttfb.endswith("ms") or ttfb.endswith("µs"), ttfb
         # Two 0.3 s holds: the answer took over half a second in all.
         assert latency.endswith("s") and not latency.endswith("ms"), latency
+
+
+def upload(port: int, head: bytes, body: Iterator[bytes]) -> bytes:
+    """Send C{head}, then every piece of C{body}; the answer's body."""
+    with connect(port) as sock:
+        sock.sendall(head)
+        if b"100-continue" in head:
+            interim, _ = read_head(sock)
+            assert interim.startswith(b"HTTP/1.1 100 Continue"), interim
+        for piece in body:
+            sock.sendall(piece)
+        answer, rest = read_head(sock)
+        assert answer.startswith(b"HTTP/1.1 200 OK"), answer
+        length = int(answer.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        while len(rest) < length:
+            piece = sock.recv(65536)
+            assert piece
+            rest += piece
+    return rest
+
+
+def pieces(total: int, size: int = 1 << 20) -> Iterator[bytes]:
+    """C{total} bytes of a repeating pattern, in pieces of C{size}."""
+    pattern = bytes(range(256)) * (size // 256)
+    sent = 0
+    while sent < total:
+        piece = pattern[: min(size, total - sent)]
+        sent += len(piece)
+        yield piece
+
+
+def skipped(stack: Stack, inbound: str, outbound: str) -> dict[str, int]:
+    total = stack.stats(inbound)[outbound]["total"]
+    assert isinstance(total, dict)
+    result: dict[str, int] = total["skipped"]
+    return result
+
+
+def test_50_mib_upload_reaches_the_active_byte_for_byte(stack: Stack) -> None:
+    size = 50 * 1024 * 1024
+    digest = hashlib.sha256(b"".join(pieces(size))).hexdigest()
+    before = skipped(stack, "mirror", "staging").get("body_too_large", 0)
+    pid = stack.nfork.process.pid
+    idle = rss_mib(pid)
+    head = b"POST /upload HTTP/1.1\r\nHost: shop\r\nContent-Length: %d\r\n\r\n" % size
+    answer = upload(stack.port("mirror"), head, pieces(size))
+    assert answer == f"{size} {digest} length".encode()
+    # The shadow never got it, and says so.
+    assert skipped(stack, "mirror", "staging")["body_too_large"] == before + 1
+    assert rss_mib(pid) - idle < RSS_GROWTH_BOUND
+
+
+def test_chunked_upload_past_mirror_body_streams_chunked(stack: Stack) -> None:
+    size = 12 * 1024 * 1024
+    digest = hashlib.sha256(b"".join(pieces(size))).hexdigest()
+    head = b"PUT /upload HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunks = (b"%x\r\n%s\r\n" % (len(p), p) for p in pieces(size, 256 * 1024))
+    answer = upload(stack.port("mirror"), head, itertools.chain(chunks, [b"0\r\n\r\n"]))
+    # Its length was unknown when it began streaming: it stays chunked.
+    assert answer == f"{size} {digest} chunked".encode()
+
+
+def test_upload_with_expect_100_continue(stack: Stack) -> None:
+    size = 11 * 1024 * 1024
+    digest = hashlib.sha256(b"".join(pieces(size))).hexdigest()
+    head = (
+        b"POST /upload HTTP/1.1\r\nHost: shop\r\nExpect: 100-continue\r\n"
+        b"Content-Length: %d\r\n\r\n" % size
+    )
+    answer = upload(stack.port("shop"), head, pieces(size))
+    assert answer == f"{size} {digest} length".encode()
+
+
+def test_small_body_is_still_copied_to_every_outbound(stack: Stack) -> None:
+    before = skipped(stack, "mirror", "staging").get("body_too_large", 0)
+    head = b"POST /upload HTTP/1.1\r\nHost: shop\r\nContent-Length: 1000\r\n\r\n"
+    answer = upload(stack.port("mirror"), head, pieces(1000, 1000))
+    assert answer.startswith(b"1000 ")
+    assert skipped(stack, "mirror", "staging").get("body_too_large", 0) == before

@@ -14,7 +14,7 @@ ephemeral port, printed as C{listening on PORT}) and serves:
 - any method on C{/head}: the request line and headers as received, as the
   body (C{Content-Length: 0} included when the client sent it);
 - C{POST}/C{PUT} on C{/upload}: reads the body (with C{Content-Length}) and
-  answers C{LENGTH SHA256}.
+  answers C{LENGTH SHA256 FRAMING} (C{chunked} or C{length}).
 """
 
 from __future__ import annotations
@@ -71,17 +71,33 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/head":
             self._head()
             return
-        remaining = int(self.headers.get("Content-Length", "0"))
         digest = hashlib.sha256()
         size = 0
+        for data in self._body():
+            digest.update(data)
+            size += len(data)
+        framing = "chunked" if self.headers.get("Transfer-Encoding") else "length"
+        self._answer(
+            b"%d %s %s" % (size, digest.hexdigest().encode(), framing.encode())
+        )
+
+    def _body(self) -> Iterator[bytes]:
+        """The request body's pieces, chunked or with a Content-Length."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if not size:
+                    self.rfile.readline()
+                    return
+                yield self.rfile.read(size)
+                self.rfile.readline()
+        remaining = int(self.headers.get("Content-Length", "0"))
         while remaining:
             data = self.rfile.read(min(remaining, 1 << 20))
             if not data:
-                break
-            digest.update(data)
-            size += len(data)
+                return
             remaining -= len(data)
-        self._answer(b"%d %s" % (size, digest.hexdigest().encode()))
+            yield data
 
     do_PUT = do_POST
 
