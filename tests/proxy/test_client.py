@@ -1387,3 +1387,93 @@ class StreamingTests(PoolTestCase):
             transport.value(),
             b"DELETE / HTTP/1.1\r\nHost: backend:8080\r\nContent-Length: 0\r\n\r\n",
         )
+
+
+class _FakeUpload:
+    """A RequestUpload the test feeds."""
+
+    def __init__(self, length: int | None) -> None:
+        self.length = length
+        self.writer: Any = None
+        self.paused = False
+        self.stopped = False
+
+    def start(self, writer: Any) -> None:
+        self.writer = writer
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+class UploadTests(PoolTestCase):
+    """A request body streamed after the head (over C{mirrorBody})."""
+
+    def post(self, upload: _FakeUpload) -> Deferred[ProxyResponse]:
+        return self.pool.request(TARGET, b"POST", b"/up", (), b"", upload=upload)
+
+    def test_length_known_body_follows_the_head(self) -> None:
+        upload = _FakeUpload(6)
+        d = self.post(upload)
+        protocol, transport = self.connect()
+        self.assertEqual(
+            transport.value(),
+            b"POST /up HTTP/1.1\r\nHost: backend:8080\r\nContent-Length: 6\r\n\r\n",
+        )
+        upload.writer.write(b"abc")
+        upload.writer.write(b"def")
+        upload.writer.finish()
+        self.assertTrue(transport.value().endswith(b"\r\n\r\nabcdef"))
+        protocol.dataReceived(OK)
+        self.assertEqual(self.successResultOf(d).body, b"ok")
+        self.assertEqual(self.pool.idle_count(TARGET), 1)
+
+    def test_unknown_length_is_chunked(self) -> None:
+        upload = _FakeUpload(None)
+        self.post(upload)
+        _, transport = self.connect()
+        upload.writer.write(b"abc")
+        upload.writer.finish()
+        self.assertTrue(
+            transport.value().endswith(
+                b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+            )
+        )
+
+    def test_full_backend_pauses_the_client(self) -> None:
+        upload = _FakeUpload(6)
+        self.post(upload)
+        _, transport = self.connect()
+        producer = transport.producer
+        assert producer is not None
+        producer.pauseProducing()
+        self.assertTrue(upload.paused)
+        producer.resumeProducing()
+        self.assertFalse(upload.paused)
+
+    def test_answer_before_the_whole_body_stops_it_and_closes(self) -> None:
+        upload = _FakeUpload(100)
+        d = self.post(upload)
+        protocol, transport = self.connect()
+        upload.writer.write(b"abc")
+        protocol.dataReceived(b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(self.successResultOf(d).code, 413)
+        self.assertTrue(upload.stopped)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.pool.idle_count(TARGET), 0)
+
+    def test_streamed_request_is_never_retried(self) -> None:
+        d = self.get()
+        protocol, _ = self.connect()
+        protocol.dataReceived(OK)
+        self.successResultOf(d)
+        upload = _FakeUpload(3)
+        d = self.pool.request(TARGET, b"PUT", b"/up", (), b"", upload=upload)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(d, IncompleteResponseError)
+        self.assertEqual(len(self.reactor.tcpClients), 1)

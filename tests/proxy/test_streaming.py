@@ -338,9 +338,18 @@ def test_50_mib_upload_reaches_the_active_byte_for_byte(stack: Stack) -> None:
     head = b"POST /upload HTTP/1.1\r\nHost: shop\r\nContent-Length: %d\r\n\r\n" % size
     answer = upload(stack.port("mirror"), head, pieces(size))
     assert answer == f"{size} {digest} length".encode()
-    # The shadow never got it, and says so.
+    # The shadow never got it, and says so, in its stats and in /metrics.
     assert skipped(stack, "mirror", "staging")["body_too_large"] == before + 1
     assert rss_mib(pid) - idle < RSS_GROWTH_BOUND
+    with urlopen(f"http://127.0.0.1:{stack.control}/metrics", timeout=5) as answer:
+        metrics = answer.read().decode()
+    assert (
+        'nfork_outbound_skipped_total{inbound="mirror",outbound="staging",'
+        f'reason="body_too_large"}} {before + 1}.0' in metrics
+    ), metrics
+    assert 'nfork_outbound_ttfb_seconds_count{inbound="mirror",outbound="prod"}' in (
+        metrics
+    )
 
 
 def test_chunked_upload_past_mirror_body_streams_chunked(stack: Stack) -> None:
