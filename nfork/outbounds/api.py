@@ -102,9 +102,10 @@ class IStreamingOutbound(IOutbound):
         L{AnswerReceiver.body}, then L{AnswerReceiver.end} or
         L{AnswerReceiver.fail}.  The stream may be paused (stop reading the
         backend: the client is slower), resumed and cancelled (abandon the
-        answer and its connection).  With C{keep_body} false no piece is
-        delivered, only the end.  A complete answer fires whole, with no
-        stream.
+        answer and its connection).  With C{keep_body} false the C{body} of
+        the response is empty and the pieces delivered, if any, are dropped
+        (they tell that the body is moving).  A complete answer fires whole,
+        with no stream.
         """
 
 

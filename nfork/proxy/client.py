@@ -943,12 +943,12 @@ class _HTTPClientProtocol(Protocol):
             raise _TrailingData()
         request = self._request
         assert request is not None
-        if request.keep_body:
-            stream = request.stream
-            if stream is None:
-                request.body.append(data)
-            else:
-                stream.body(data)
+        stream = request.stream
+        if stream is not None:
+            # Passed on even when dropped: the receiver sees the body move.
+            stream.body(data)
+        elif request.keep_body:
+            request.body.append(data)
 
     def on_message_complete(self) -> None:
         """The final response is complete (interim ones are skipped)."""

@@ -501,7 +501,7 @@ class _BodyRelay:
     # AnswerReceiver
 
     def body(self, data: bytes) -> None:
-        """Relay a piece to the client (a shadow's pieces never come)."""
+        """Relay a piece to the client; a shadow's is dropped as it comes."""
         self._last = self._fork._clock.seconds()
         responder = self._responder
         if responder is not None:

@@ -468,3 +468,18 @@ class ContentLengthZeroTests(SynchronousTestCase):
 
     def test_body_methods_always_get_a_length_anyway(self) -> None:
         self.assertFalse(self.zero_length(b"POST", [(b"Content-Length", b"0")]))
+
+
+class ShadowBodyIdleTests(SynchronousTestCase):
+    """A shadow's dropped body that keeps moving is never cut as silent."""
+
+    def test_moving_shadow_body_outlives_idle_timeout(self) -> None:
+        h = Harness(fork_config(idleTimeout="1s"))
+        h.stub.get(URL)
+        stream = answer_streaming(h["staging"].last)
+        for _ in range(5):
+            h.clock.advance(0.6)
+            stream.receiver.body(b"x")
+        self.assertFalse(stream.cancelled)
+        h.clock.advance(1.1)
+        self.assertTrue(stream.cancelled)
