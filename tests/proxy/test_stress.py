@@ -35,7 +35,7 @@ FLOODERS = 4
 FLOOD_BYTES = 16 * 1024 * 1024
 """Most bytes one flooder sends (it stops earlier once nfork closes it)."""
 BIG = 1024 * 1024
-RSS_BOUND_MB = 160
+RSS_BOUND_MB = 100
 """nfork's resident memory never exceeds this during the attacks, in MiB."""
 ANSWER_WITHIN = 1.0
 """Seconds a normal request may take while the attacks run."""
