@@ -67,21 +67,18 @@ class HTTPOutbound:
         self, request: ProxyRequest, keep_body: bool
     ) -> Deferred[ProxyResponse | None]:
         """Send the copy over a pooled connection (see L{IOutbound.send})."""
-        sent: Deferred[Any] = self._pool.request(
-            self.target,
-            request.method,
-            request.uri,
-            request.headers,
-            request.body,
-            keep_body=keep_body,
-            zero_length=request.zero_length,
-        )
-        return sent
+        return self._send(request, keep_body, stream=False)
 
     def send_streaming(
         self, request: ProxyRequest, keep_body: bool
     ) -> Deferred[ProxyResponse | None]:
         """Send the copy; fire at the answer's head (see L{IStreamingOutbound})."""
+        return self._send(request, keep_body, stream=True)
+
+    def _send(
+        self, request: ProxyRequest, keep_body: bool, stream: bool
+    ) -> Deferred[ProxyResponse | None]:
+        """The pool's request for C{request}; a streamed one may carry an upload."""
         sent: Deferred[Any] = self._pool.request(
             self.target,
             request.method,
@@ -89,9 +86,9 @@ class HTTPOutbound:
             request.headers,
             request.body,
             keep_body=keep_body,
-            stream=True,
+            stream=stream,
             zero_length=request.zero_length,
-            upload=request.upload,
+            upload=request.upload if stream else None,
         )
         return sent
 
