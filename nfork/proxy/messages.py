@@ -67,6 +67,36 @@ class ProxyRequest:
     sent, even for methods that carry no body (C{DELETE}, C{GET})."""
     upload: RequestUpload | None = None
     """A body over C{mirrorBody}, streamed (C{body} is then empty)."""
+    answer: CapturedAnswer | None = None
+    """The active outbound's answer, for a sink that records answers
+    (C{"answers": true}); None otherwise."""
+
+
+@frozen
+class CapturedAnswer:
+    """An outbound's answer as kept to compare or record it.
+
+    The body is kept up to a limit (the inbound's C{compare.maxBody}); past
+    it, C{body} holds the first bytes, C{length} counts them all and
+    C{digest} is the SHA-256 of the whole body, so two long bodies can still
+    be compared.  A copy that got no answer has C{code} 0 and C{error} says
+    why: C{"timeout"}, C{"error"} or C{"dropped"}.
+    """
+
+    code: int
+    headers: Headers
+    body: bytes
+    length: int = 0
+    """Bytes of body received, kept or not."""
+    digest: bytes | None = None
+    """SHA-256 of the whole body when it was longer than the limit."""
+    error: str | None = None
+    """Why there is no answer (C{code} is then 0)."""
+
+    @property
+    def truncated(self) -> bool:
+        """Whether only the first part of the body was kept."""
+        return self.length > len(self.body)
 
 
 class CopyDropped(Exception):
