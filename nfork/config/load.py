@@ -20,6 +20,7 @@ from nfork.config.addresses import (
     listen_to_endpoint,
     parse_outbound_address,
 )
+from nfork.config.compare import parse_compare
 from nfork.config.durations import parse_duration
 from nfork.config.errors import (
     config_error,
@@ -77,6 +78,7 @@ _INBOUND_KEYS = (
     "idleTimeout",
     "maxConnections",
     "trustForwarded",
+    "compare",
 )
 _INBOUND_REQUIRED = ("listen", "out", "active")
 _OUTBOUND_REQUIRED = ("addr",)
@@ -375,6 +377,11 @@ def parse_inbound(obj: object, *, index: int = 0) -> InboundConfig:
             ),
             trust_forwarded=_networks(obj, "trustForwarded"),
             name_given=name_given,
+            compare=(
+                parse_compare(obj["compare"])
+                if obj.get("compare") is not None
+                else None
+            ),
         )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from attrs import evolve, field, frozen
 
 from nfork.config.addresses import OutboundAddress
+from nfork.config.compare import CompareConfig
 from nfork.config.durations import format_duration
 from nfork.config.errors import (
     check_at_most,
@@ -104,7 +105,7 @@ WEBSOCKET_MODES = ("skip", "mirror")
 
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
-_RESERVED_NAMES = frozenset({"stats"})
+_RESERVED_NAMES = frozenset({"stats", "compare"})
 """Names that would clash with the REST API's paths."""
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 """An HTTP method is an RFC 7230 token."""
@@ -326,6 +327,9 @@ class InboundConfig:
     kept and extended; others' are replaced (C{Forwarded} removed)."""
     name_given: bool = True
     """False when the name defaults to C{listen}."""
+    compare: CompareConfig | None = None
+    """How the shadows' answers are compared with the active one's; None:
+    they are not."""
 
     def __attrs_post_init__(self) -> None:
         with error_context(inbound=self.name):
@@ -400,6 +404,14 @@ class InboundConfig:
                         f"expected IP networks, got {describe(network)}",
                         key="trustForwarded",
                     )
+            if self.compare is not None:
+                for key, name in self.compare.named_outbounds():
+                    if self.outbound(name) is None:
+                        raise config_error(
+                            f"no outbound named {quote(name)} (outbounds: "
+                            f"{quote_all(o.name for o in self.outbounds)})",
+                            key=key,
+                        )
 
     def outbound(self, name: str) -> OutboundConfig | None:
         """The outbound called C{name}, or None."""
@@ -452,6 +464,13 @@ class InboundConfig:
                 inbound=self.name,
                 outbound=name,
             )
+        for key, named in self.compare.named_outbounds() if self.compare else ():
+            if named == name:
+                raise config_error(
+                    f"outbound {quote(name)} is named in {key}; change compare "
+                    "first",
+                    inbound=self.name,
+                )
         return evolve(
             self, outbounds=tuple(o for o in self.outbounds if o.name != name)
         )
@@ -498,6 +517,8 @@ class InboundConfig:
             result["maxConnections"] = self.max_connections
         if self.trust_forwarded:
             result["trustForwarded"] = [str(n) for n in self.trust_forwarded]
+        if self.compare is not None:
+            result["compare"] = self.compare.to_json()
         return result
 
     def trusts_forwarded(self, client_ip: str) -> bool:

@@ -65,7 +65,8 @@ def check_inbound(
     """Check that every outbound of C{config} can be built; their factories.
 
     Every scheme must have a factory, which validates its outbound, and the
-    active outbound must give HTTP responses (a sink cannot be active).
+    active outbound and those named in C{compare} (candidates, baseline)
+    must give HTTP responses (a sink cannot be active nor compared).
 
     @raise ConfigError: for the first problem found.
     """
@@ -82,6 +83,15 @@ def check_inbound(
                 key="active",
             )
         chosen[out.name] = factory
+    for key, name in config.compare.named_outbounds() if config.compare else ():
+        named = config.outbound(name)
+        if named is not None and not chosen[name].gives_response:
+            raise config_error(
+                f"outbound {quote(name)} ({named.address.scheme}://) gives no "
+                "HTTP response and cannot be compared",
+                inbound=config.name,
+                key=key,
+            )
     return chosen
 
 
