@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -31,8 +32,9 @@ from nfork.outbounds.sinks.file import (
     check_sink_dir,
     thread_runner,
 )
+from nfork.outbounds.sinks.records import decode_record
 from nfork.proxy.fork import InboundFork, OutboundRoute, Routing
-from nfork.proxy.messages import CopyDropped, ProxyRequest
+from nfork.proxy.messages import CapturedAnswer, CopyDropped, ProxyRequest
 from nfork.proxy.stats import OutboundStats
 from tests.support.configs import inbound_config
 from tests.support.fakes import FakeOutbound
@@ -501,3 +503,64 @@ class SinkDirTests(SynchronousTestCase):
         (self.sinks / "sub").mkdir()
         self.assertIn("not a regular file", self.refused(f"{self.sinks}/sub"))
         self.assertIn("not inside", self.refused(str(self.sinks)))
+
+
+class AnswerRecordingTests(SynchronousTestCase):
+    """C{"answers": true}: the active outbound's answer goes with each request."""
+
+    def build(self, options: dict[str, Any]) -> FileSink:
+        directory = temp_dir(self)
+        config = parse_outbound(
+            "foo", "rec", {"addr": f"file://{directory}/t.jsonl", **options}
+        )
+        clock = Clock()
+        context: Any = type("Context", (), {"reactor": clock, "inbound": "foo"})()
+        sink = FileSinkFactory().build(config, context)
+        assert isinstance(sink, FileSink)
+        return sink
+
+    def test_the_option_sets_records_answers(self) -> None:
+        for options, expected in (({}, False), ({"answers": True}, True)):
+            sink = self.build(options)
+            self.assertIs(sink.records_answers, expected)
+            self.successResultOf(sink.close())
+
+    def test_the_option_must_be_a_boolean(self) -> None:
+        for value in ("yes", 1, None):
+            config = parse_outbound(
+                "foo", "rec", {"addr": "file:///t.jsonl", "answers": value}
+            )
+            with pytest.raises(ConfigError) as caught:
+                factory_for("foo", config, {"file": FileSinkFactory()})
+            self.assertIn('key "answers": expected true or false', str(caught.value))
+            self.assertTrue(
+                str(caught.value).startswith('inbound "foo": outbound "rec": ')
+            )
+
+    def test_the_answer_is_written_with_the_request(self) -> None:
+        sink = self.build({"answers": True})
+        answer = CapturedAnswer(
+            code=201,
+            headers=((b"Content-Type", b"application/json"),),
+            body=b'{"id": 7}',
+            length=9,
+        )
+        self.successResultOf(sink.send(attrs.evolve(request(1), answer=answer), False))
+        self.successResultOf(sink.send(request(2), False))
+        self.successResultOf(sink.close())
+        written = lines(Path(sink.path))
+        self.assertEqual(
+            written[0]["answer"],
+            {
+                "status": 201,
+                "headers": [["Content-Type", "application/json"]],
+                "body": '{"id": 7}',
+                "body_base64": False,
+                "truncated": False,
+                "length": 9,
+                "error": None,
+            },
+        )
+        self.assertNotIn("answer", written[1])
+        recorded = decode_record(Path(sink.path).read_bytes().splitlines()[0])
+        self.assertEqual(recorded.answer, answer)

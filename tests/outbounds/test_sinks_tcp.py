@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, cast
 
+import attrs
 import pytest
 from attrs import define, field
 from twisted.internet import reactor
@@ -14,7 +15,10 @@ from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.internet.testing import (
+    MemoryReactorClock,
+    StringTransportWithDisconnection,
+)
 from twisted.logger import (
     ILogObserver,
     LogLevel,
@@ -30,8 +34,9 @@ from nfork.config import ConfigError, parse_outbound
 from nfork.outbounds.api import IOutbound, IOutboundFactory, IOutboundValidator
 from nfork.outbounds.registry import factory_for
 from nfork.outbounds.sinks import SinkClosed
+from nfork.outbounds.sinks.records import decode_record
 from nfork.outbounds.sinks.tcp import TCPSink, TCPSinkFactory
-from nfork.proxy.messages import CopyDropped, ProxyRequest
+from nfork.proxy.messages import CapturedAnswer, CopyDropped, ProxyRequest
 from tests.support.backends import LineCollector
 
 
@@ -245,3 +250,45 @@ class LoopbackTests(TestCase):
         self.listen(second, port)
         yield second.wait_for(3)
         self.assertEqual(uris(b"\n".join(second.lines)), ["/1", "/2", "/3"])
+
+
+class AnswerRecordingTests(SynchronousTestCase):
+    """C{"answers": true} on a tcp:// sink."""
+
+    def test_the_option_is_checked_and_sets_records_answers(self) -> None:
+        reactor = MemoryReactorClock()
+        context: Any = type("Context", (), {"reactor": reactor, "inbound": "foo"})()
+        for options, expected in (({}, False), ({"answers": True}, True)):
+            config = parse_outbound(
+                "foo", "ship", {"addr": "tcp://127.0.0.1:5170", **options}
+            )
+            factory_for("foo", config, {"tcp": TCPSinkFactory()})
+            sink = TCPSinkFactory().build(config, context)
+            assert isinstance(sink, TCPSink)
+            self.assertIs(sink.records_answers, expected)
+            self.successResultOf(sink.close())
+        config = parse_outbound(
+            "foo", "ship", {"addr": "tcp://127.0.0.1:5170", "answers": "true"}
+        )
+        with pytest.raises(ConfigError) as caught:
+            factory_for("foo", config, {"tcp": TCPSinkFactory()})
+        self.assertIn('key "answers": expected true or false', str(caught.value))
+
+    def test_the_answer_is_shipped_with_the_request(self) -> None:
+        endpoint = FakeEndpoint()
+        sink = TCPSink(
+            name="ship",
+            inbound="foo",
+            endpoint=endpoint,
+            clock=Clock(),
+            records_answers=True,
+        )
+        self.addCleanup(sink.close)
+        answer = CapturedAnswer(code=0, headers=(), body=b"", error="timeout")
+        # One record buffered while connecting, one written at once.
+        sink.send(attrs.evolve(request(0), answer=answer), False)
+        _, transport = endpoint.accept()
+        sink.send(attrs.evolve(request(1), answer=answer), False)
+        records = [decode_record(line) for line in transport.value().splitlines()]
+        self.assertEqual([r.uri for r in records], [b"/0", b"/1"])
+        self.assertEqual([r.answer for r in records], [answer, answer])

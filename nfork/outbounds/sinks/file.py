@@ -57,7 +57,7 @@ from nfork.outbounds.api import (
     integer_option,
 )
 from nfork.outbounds.sinks import SinkClosed
-from nfork.outbounds.sinks.records import encode_record
+from nfork.outbounds.sinks.records import ANSWERS_OPTION, answers_option, encode_record
 
 __all__ = [
     "DEFAULT_BACKUPS",
@@ -290,8 +290,11 @@ class FileSink:
         flush_interval: float = FLUSH_INTERVAL,
         flush_bytes: int = FLUSH_BYTES,
         retry_interval: float = FLUSH_INTERVAL,
+        records_answers: bool = False,
     ) -> None:
         self.name = name
+        self.records_answers = records_answers
+        """Whether records carry the active outbound's answer (C{"answers"})."""
         self.inbound = inbound
         self.path = writer.path
         self._writer = writer
@@ -559,7 +562,9 @@ class FileSinkFactory:
     Options: C{maxBytes} (rotate before a file grows past it; 0, the
     default: never; at most 1 TiB), C{backups} (rotated files kept, default
     5, at most 1000) and C{bufferLines} (lines waiting for the disk beyond
-    which copies are dropped, default 10000, at most 1000000).
+    which copies are dropped, default 10000, at most 1000000) and
+    C{answers} (true: record the active outbound's answer with each request;
+    default false).
     """
 
     scheme: str = "file"
@@ -568,7 +573,10 @@ class FileSinkFactory:
     def validate(self, config: OutboundConfig) -> None:
         """Check the address (an absolute local path) and the options."""
         sink_path(config)
-        check_option_names(config, ("maxBytes", "backups", "bufferLines"))
+        check_option_names(
+            config, ("maxBytes", "backups", "bufferLines", ANSWERS_OPTION)
+        )
+        answers_option(config)
         integer_option(config, "maxBytes", 0, maximum=MAX_FILE_BYTES)
         integer_option(config, "backups", DEFAULT_BACKUPS, maximum=MAX_BACKUPS)
         integer_option(
@@ -593,4 +601,5 @@ class FileSinkFactory:
             clock=context.reactor,
             run=thread_runner(context.reactor),
             buffer_lines=integer_option(config, "bufferLines", DEFAULT_BUFFER_LINES),
+            records_answers=answers_option(config),
         )

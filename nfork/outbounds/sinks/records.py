@@ -12,7 +12,16 @@ One JSON object per line (UTF-8, ending in C{\\n}), with these keys:
     outbounds (hop-by-hop headers and C{Host} removed, C{X-Nfork} and
     C{X-Forwarded-*} added);
   - C{body}: the body as text when it is UTF-8, else in base64 with
-    C{body_base64} true.
+    C{body_base64} true;
+  - C{answer}, only from a sink with C{"answers": true}: the active
+    outbound's answer to the request, an object with C{status} (0 when it
+    gave none), C{headers} (C{[name, value]} pairs as the backend sent
+    them), C{body} and C{body_base64} as above (the body as received, still
+    Content-Encoded, cut past a size limit), C{truncated}
+    (whether it was cut), C{length} (the whole body's bytes), C{digest} (the
+    SHA-256 of the whole body in hex, only when truncated) and C{error}
+    (C{"timeout"}, C{"error"} or C{"dropped"} when there was no answer, else
+    null).
 
 Bytes that are not text in the method, URI and headers are decoded as
 latin-1, so that they come back unchanged when encoded as latin-1 again.
@@ -28,9 +37,35 @@ from typing import Any
 
 from attrs import frozen
 
-from nfork.proxy.messages import Headers, ProxyRequest
+from nfork.config import OutboundConfig
+from nfork.config.errors import config_error
+from nfork.proxy.messages import CapturedAnswer, Headers, ProxyRequest
 
-__all__ = ["RecordError", "RecordedRequest", "decode_record", "encode_record"]
+__all__ = [
+    "ANSWERS_OPTION",
+    "RecordError",
+    "RecordedRequest",
+    "answers_option",
+    "decode_record",
+    "encode_record",
+]
+
+ANSWERS_OPTION = "answers"
+"""The sinks' option that records the active outbound's answer with each
+request (the fork then hands the copy over once that answer is in)."""
+
+
+def answers_option(config: OutboundConfig) -> bool:
+    """The C{answers} option of a sink's config: false unless set to true.
+
+    @raise ConfigError: if it is not a boolean.
+    """
+    value = config.options.get(ANSWERS_OPTION, False)
+    if not isinstance(value, bool):
+        raise config_error(
+            f"expected true or false, got {json.dumps(value)}", key=ANSWERS_OPTION
+        )
+    return value
 
 
 def _iso_time(epoch: float) -> str:
@@ -42,15 +77,41 @@ def _iso_time(epoch: float) -> str:
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def _body(data: bytes) -> tuple[str, bool]:
+    """A body as JSON text: itself when UTF-8, else base64 (and True)."""
+    try:
+        return data.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode("ascii"), True
+
+
+def _headers(headers: Headers) -> list[list[str]]:
+    return [
+        [name.decode("latin-1"), value.decode("latin-1")] for name, value in headers
+    ]
+
+
+def _answer(answer: CapturedAnswer) -> dict[str, Any]:
+    """The C{answer} object of a record."""
+    body, binary = _body(answer.body)
+    encoded: dict[str, Any] = {
+        "status": answer.code,
+        "headers": _headers(answer.headers),
+        "body": body,
+        "body_base64": binary,
+        "truncated": answer.truncated,
+        "length": answer.length,
+        "error": answer.error,
+    }
+    if answer.digest is not None:
+        encoded["digest"] = answer.digest.hex()
+    return encoded
+
+
 def encode_record(request: ProxyRequest, inbound: str, outbound: str) -> bytes:
     """The record of C{request} as one line of JSON, C{\\n} included."""
-    try:
-        body = request.body.decode("utf-8")
-        binary = False
-    except UnicodeDecodeError:
-        body = base64.b64encode(request.body).decode("ascii")
-        binary = True
-    record = {
+    body, binary = _body(request.body)
+    record: dict[str, Any] = {
         "time": _iso_time(request.received),
         "epoch": request.received,
         "inbound": inbound,
@@ -58,13 +119,12 @@ def encode_record(request: ProxyRequest, inbound: str, outbound: str) -> bytes:
         "client": request.client,
         "method": request.method.decode("latin-1"),
         "uri": request.uri.decode("latin-1"),
-        "headers": [
-            [name.decode("latin-1"), value.decode("latin-1")]
-            for name, value in request.headers
-        ],
+        "headers": _headers(request.headers),
         "body": body,
         "body_base64": binary,
     }
+    if request.answer is not None:
+        record["answer"] = _answer(request.answer)
     # ensure_ascii=False keeps text bodies readable; JSON escapes the control
     # characters, so a record never contains a raw newline.
     return (
@@ -88,6 +148,8 @@ class RecordedRequest:
     body: bytes
     inbound: str = ""
     client: str = ""
+    answer: CapturedAnswer | None = None
+    """The active outbound's answer, when the sink recorded answers."""
 
 
 def _text(record: dict[str, Any], key: str) -> str:
@@ -97,8 +159,75 @@ def _text(record: dict[str, Any], key: str) -> str:
     return value
 
 
+def _read_headers(record: dict[str, Any], key: str) -> Headers:
+    raw = record.get(key)
+    if not isinstance(raw, list) or not all(
+        isinstance(pair, list)
+        and len(pair) == 2
+        and all(isinstance(part, str) for part in pair)
+        for pair in raw
+    ):
+        raise RecordError(f'"{key}" must be a list of [name, value] strings')
+    try:
+        return tuple(
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in raw
+        )
+    except UnicodeEncodeError as e:
+        raise RecordError(str(e)) from None
+
+
+def _read_body(record: dict[str, Any]) -> bytes:
+    text = _text(record, "body")
+    try:
+        if record.get("body_base64") is True:
+            return base64.b64decode(text, validate=True)
+        return text.encode("utf-8")
+    except (UnicodeEncodeError, binascii.Error) as e:
+        raise RecordError(str(e)) from None
+
+
+def _read_answer(record: dict[str, Any]) -> CapturedAnswer | None:
+    """The C{answer} object of a record, if it has one."""
+    answer = record.get("answer")
+    if answer is None:
+        return None
+    if not isinstance(answer, dict):
+        raise RecordError('"answer" must be a JSON object')
+    try:
+        status = answer.get("status")
+        if isinstance(status, bool) or not isinstance(status, int):
+            raise RecordError('"status" must be an integer')
+        headers = _read_headers(answer, "headers")
+        body = _read_body(answer)
+        length = answer.get("length", len(body))
+        if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+            raise RecordError('"length" must be an integer of at least 0')
+        error = answer.get("error")
+        if error is not None and not isinstance(error, str):
+            raise RecordError('"error" must be a string or null')
+        digest: bytes | None = None
+        if answer.get("digest") is not None:
+            try:
+                digest = bytes.fromhex(_text(answer, "digest"))
+            except ValueError:
+                raise RecordError('"digest" must be hexadecimal') from None
+    except RecordError as e:
+        raise RecordError(f"answer: {e}") from None
+    return CapturedAnswer(
+        code=status,
+        headers=headers,
+        body=body,
+        length=max(length, len(body)),
+        digest=digest,
+        error=error,
+    )
+
+
 def decode_record(line: bytes) -> RecordedRequest:
     """Read one line written by L{encode_record}.
+
+    Records written before answers were recorded read back with C{answer}
+    None.
 
     @raise RecordError: if the line is not such a record (e.g. a line cut
         short by a full disk).
@@ -112,27 +241,12 @@ def decode_record(line: bytes) -> RecordedRequest:
     epoch = record.get("epoch")
     if isinstance(epoch, bool) or not isinstance(epoch, int | float):
         raise RecordError('"epoch" must be a number')
-    raw_headers = record.get("headers")
-    if not isinstance(raw_headers, list) or not all(
-        isinstance(pair, list)
-        and len(pair) == 2
-        and all(isinstance(part, str) for part in pair)
-        for pair in raw_headers
-    ):
-        raise RecordError('"headers" must be a list of [name, value] strings')
-    body_text = _text(record, "body")
+    headers = _read_headers(record, "headers")
+    body = _read_body(record)
     try:
-        if record.get("body_base64") is True:
-            body = base64.b64decode(body_text, validate=True)
-        else:
-            body = body_text.encode("utf-8")
-        headers = tuple(
-            (name.encode("latin-1"), value.encode("latin-1"))
-            for name, value in raw_headers
-        )
         method = _text(record, "method").encode("latin-1")
         uri = _text(record, "uri").encode("latin-1")
-    except (UnicodeEncodeError, binascii.Error) as e:
+    except UnicodeEncodeError as e:
         raise RecordError(str(e)) from None
     return RecordedRequest(
         epoch=float(epoch),
@@ -142,4 +256,5 @@ def decode_record(line: bytes) -> RecordedRequest:
         body=body,
         inbound=str(record.get("inbound", "")),
         client=str(record.get("client", "")),
+        answer=_read_answer(record),
     )

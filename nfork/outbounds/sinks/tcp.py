@@ -52,7 +52,7 @@ from nfork.outbounds.api import (
     integer_option,
 )
 from nfork.outbounds.sinks import SinkClosed
-from nfork.outbounds.sinks.records import encode_record
+from nfork.outbounds.sinks.records import ANSWERS_OPTION, answers_option, encode_record
 
 __all__ = ["DEFAULT_BUFFER_LINES", "TCPSink", "TCPSinkFactory"]
 
@@ -129,8 +129,11 @@ class TCPSink:
         destination: str = "",
         buffer_lines: int = DEFAULT_BUFFER_LINES,
         retry_policy: Callable[[int], float] | None = None,
+        records_answers: bool = False,
     ) -> None:
         self.name = name
+        self.records_answers = records_answers
+        """Whether records carry the active outbound's answer (C{"answers"})."""
         self.inbound = inbound
         self.destination = destination or str(endpoint)
         self._clock = clock
@@ -250,15 +253,16 @@ class TCPSink:
 class TCPSinkFactory:
     """Builds L{TCPSink}s for C{tcp://host:port} addresses.
 
-    Option: C{bufferLines}, the lines kept while the collector cannot take
-    them (default 10000).
+    Options: C{bufferLines}, the lines kept while the collector cannot take
+    them (default 10000), and C{answers} (true: record the active outbound's
+    answer with each request; default false).
     """
 
     scheme: str = "tcp"
     gives_response: bool = False
 
     def validate(self, config: OutboundConfig) -> None:
-        """Check the address (host and port, nothing else) and the option."""
+        """Check the address (host and port, nothing else) and the options."""
         address = config.address
         raw = address.raw
         if (
@@ -269,8 +273,9 @@ class TCPSinkFactory:
             or "#" in raw
         ):
             raise ConfigError(f'expected "tcp://host:port", got "{raw}"', key="addr")
-        check_option_names(config, ("bufferLines",))
+        check_option_names(config, ("bufferLines", ANSWERS_OPTION))
         integer_option(config, "bufferLines", DEFAULT_BUFFER_LINES, minimum=1)
+        answers_option(config)
 
     def build(self, config: OutboundConfig, context: OutboundContext) -> IOutbound:
         """A sink connected (and reconnecting) to the collector."""
@@ -285,4 +290,5 @@ class TCPSinkFactory:
             clock=context.reactor,
             destination=f"{address.host}:{address.port}",
             buffer_lines=integer_option(config, "bufferLines", DEFAULT_BUFFER_LINES),
+            records_answers=answers_option(config),
         )
