@@ -14,10 +14,10 @@ section as empty, so a report from an older or newer nfork still prints.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["Example", "format_report", "has_difference"]
+__all__ = ["Example", "example_values", "format_report", "has_difference"]
 
 Example = Callable[[str, str, str], "tuple[object, object] | None"]
 """Finds one example of a field's difference: C{(candidate, endpoint,
@@ -25,6 +25,19 @@ field) -> (primary's value, candidate's value)}, or None when none is kept."""
 
 _VALUE_WIDTH = 60
 """Characters of a value shown in an example before it is cut."""
+
+
+def example_values(
+    samples: Iterable[Mapping[str, Any]], field: str
+) -> tuple[object, object] | None:
+    """The primary's and the candidate's values of C{field} in the first
+    sample (as the samples route returns them) that shows it differing."""
+    for sample in samples:
+        for difference in _list(sample.get("differences")):
+            difference = _mapping(difference)
+            if difference.get("field") == field:
+                return difference.get("primary"), difference.get("candidate")
+    return None
 
 
 def has_difference(report: Mapping[str, Any]) -> bool:
@@ -235,6 +248,10 @@ def _percent(part: int, whole: int) -> str:
 def _count(data: Mapping[str, Any], key: str) -> int:
     value = data.get(key, 0)
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

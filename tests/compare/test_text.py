@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nfork.compare.text import format_report, has_difference
+from nfork.compare.text import example_values, format_report, has_difference
 
 
 def field(raw: int, noise: int, verdict: str, **kinds: int) -> dict[str, Any]:
@@ -175,3 +175,14 @@ def test_a_report_without_baseline_says_so() -> None:
     assert format_report(report).splitlines()[0] == (
         "inbound shop, primary prod, no baseline"
     )
+
+
+def test_example_values_come_from_the_first_sample_showing_the_field() -> None:
+    samples: list[dict[str, Any]] = [
+        {"differences": [{"field": "$.a", "primary": 1, "candidate": 2}]},
+        {"differences": [{"field": "$.b", "primary": "x", "candidate": None}]},
+        {"differences": [{"field": "$.b", "primary": "y", "candidate": "z"}]},
+    ]
+    assert example_values(samples, "$.b") == ("x", None)
+    assert example_values(samples, "$.c") is None
+    assert example_values([{"differences": "garbage"}, {}], "$.a") is None
