@@ -17,7 +17,7 @@ import pwd
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from benchmarks.scenarios import LARGE_ANSWER_BYTES, LARGE_ANSWER_PATH
+from benchmarks.scenarios import JSON_ANSWER_PATH, LARGE_ANSWER_BYTES, LARGE_ANSWER_PATH
 
 FAST_BODY = "fast backend answer: " + "x" * 78
 """About 100 bytes (with nginx's newline) answered by every fast backend."""
@@ -108,12 +108,36 @@ def _server(workdir: Path, name: str, port: int, answer: str, extra: str = "") -
 """
 
 
+def json_answer() -> str:
+    """The fast backends' JSON answer at L{JSON_ANSWER_PATH}: about 1 KiB.
+
+    Like a real API's, each answer carries a fresh id (nginx's
+    C{$request_id}) and the time (C{$msec}): noise a comparison must cancel.
+    """
+    items = ",".join(
+        f'{{"sku":"sku-{n:04d}","name":"item number {n}","price":{n * 3}.5,'
+        f'"tags":["a","b"],"stock":{n * 7}}}'
+        for n in range(10)
+    )
+    return (
+        '{"id":"$request_id","generatedAt":$msec,'
+        '"user":{"id":42,"name":"Ada Lovelace","email":"ada@example.com",'
+        '"roles":["admin","dev"],"active":true},'
+        f'"items":[{items}],"total":10}}'
+    )
+
+
 def _large_location(workdir: Path) -> str:
-    """The fast backends' location that sends the file of L{write_large_answer}."""
+    """The fast backends' locations for the 1 MiB file of L{write_large_answer}
+    and the JSON answer of L{json_answer}."""
     return f"""\
         location = {LARGE_ANSWER_PATH} {{
             root {large_answer_root(workdir)};
             sendfile on;
+        }}
+        location = {JSON_ANSWER_PATH} {{
+            default_type application/json;
+            return 200 '{json_answer()}';
         }}
 """
 

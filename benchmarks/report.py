@@ -240,7 +240,7 @@ class Target:
 
 
 def targets(summaries: Mapping[str, Summary]) -> list[Target]:
-    """Issue 6's targets that the scenarios run allow to check."""
+    """The targets (issues 6 and 14) that the scenarios run allow to check."""
     found = []
     s3 = summaries.get("3")
     if s3 and "6.3" in summaries:
@@ -263,6 +263,16 @@ def targets(summaries: Mapping[str, Summary]) -> list[Target]:
         p99 = s.p99_ms / s3.p99_ms if s3.p99_ms else float("inf")
         found.append(
             Target(f"scenario {sid} p99 <= 1.5x scenario 3", f"{p99:.2f}x", p99 <= 1.5)
+        )
+    s8, s9 = summaries.get("8"), summaries.get("9")
+    if s8 and s9:
+        rate = s9.requests_per_second / s8.requests_per_second
+        found.append(
+            Target(
+                "scenario 9 (compared) req/s >= 0.8x scenario 8",
+                f"{rate:.2f}x",
+                rate >= 0.8,
+            )
         )
     return found
 

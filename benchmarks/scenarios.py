@@ -18,6 +18,9 @@ LARGE_ANSWER_PATH = "/1mib"
 """Where every fast backend answers with a 1 MiB file instead of 100 bytes."""
 LARGE_ANSWER_BYTES = 2**20
 
+JSON_ANSWER_PATH = "/users/42"
+"""Where every fast backend answers ~1 KiB of JSON with a fresh id and time."""
+
 
 @frozen
 class Scenario:
@@ -32,7 +35,11 @@ class Scenario:
     peer: str | None = None
     """The id of the same scenario run by the other proxy, for the ratios."""
     path: str = "/"
-    """What wrk requests: C{/} (100-byte answers) or L{LARGE_ANSWER_PATH}."""
+    """What wrk requests: C{/} (100-byte answers), L{LARGE_ANSWER_PATH} or
+    L{JSON_ANSWER_PATH}."""
+    compare: bool = False
+    """nfork compares the last shadow's answers with the active's, the
+    first shadow being the baseline (C{compare})."""
 
     @property
     def active(self) -> str:
@@ -77,6 +84,15 @@ SCENARIOS = (
         (*FAST,),
         peer="7",
         path=LARGE_ANSWER_PATH,
+    ),
+    Scenario("8", "3 outbounds, 1 KiB JSON", "nfork", (*FAST,), path=JSON_ANSWER_PATH),
+    Scenario(
+        "9",
+        "3 outbounds, 1 KiB JSON, compared",
+        "nfork",
+        (*FAST,),
+        path=JSON_ANSWER_PATH,
+        compare=True,
     ),
 )
 """In the order they run in each round."""

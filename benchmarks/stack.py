@@ -269,16 +269,20 @@ def nfork_config(
             out[name] = {"addr": address, "maxInflight": settings.max_inflight}
         else:
             out[name] = address
-    return [
-        {
-            "name": "bench",
-            "listen": f"127.0.0.1:{port}",
-            "out": out,
-            "active": scenario.active,
-            "timeout": f"{round(settings.timeout * 1000)}ms",
-            "idleConn": settings.idle_conn,
+    inbound: dict[str, Any] = {
+        "name": "bench",
+        "listen": f"127.0.0.1:{port}",
+        "out": out,
+        "active": scenario.active,
+        "timeout": f"{round(settings.timeout * 1000)}ms",
+        "idleConn": settings.idle_conn,
+    }
+    if scenario.compare:
+        inbound["compare"] = {
+            "candidates": [scenario.shadows[-1]],
+            "baseline": scenario.shadows[0],
         }
-    ]
+    return [inbound]
 
 
 def nfork_has_control() -> bool:

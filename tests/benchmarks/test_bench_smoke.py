@@ -27,6 +27,7 @@ import pytest
 from benchmarks import run, scenarios, wrk
 from benchmarks.nginx import (
     backends_config,
+    json_answer,
     large_answer_root,
     mirror_config,
     worker_user,
@@ -137,9 +138,9 @@ def test_scenarios_are_selected_by_id() -> None:
         "6.7",
     ]
     assert [s.id for s in scenarios.select("6.7, 7")] == ["7", "6.7"]
-    assert len(scenarios.select(None)) == 10
-    with pytest.raises(ValueError, match=r"unknown scenario 8; .* \(6 = 6.3,6.4"):
-        scenarios.select("3,8")
+    assert len(scenarios.select(None)) == 12
+    with pytest.raises(ValueError, match=r"unknown scenario 10; .* \(6 = 6.3,6.4"):
+        scenarios.select("3,10")
 
 
 def test_large_answer_scenarios_pair_nfork_with_nginx_on_the_1mib_path() -> None:
@@ -154,8 +155,36 @@ def test_large_answer_scenarios_pair_nfork_with_nginx_on_the_1mib_path() -> None
     for scenario in (nfork, nginx):
         assert scenario.outbounds == scenarios.FAST
         assert scenario.path == scenarios.LARGE_ANSWER_PATH == "/1mib"
-    # Every other scenario asks for the 100-byte answer.
-    assert {s.path for s in scenarios.SCENARIOS if s not in (nfork, nginx)} == {"/"}
+    # Every other scenario asks for the 100-byte answer, but the JSON pair.
+    assert {
+        s.path for s in scenarios.SCENARIOS if s.id not in ("7", "6.7", "8", "9")
+    } == {"/"}
+
+
+def test_json_scenarios_differ_only_by_the_comparison() -> None:
+    by_id = {s.id: s for s in scenarios.SCENARIOS}
+    plain, compared = by_id["8"], by_id["9"]
+    assert plain.path == compared.path == scenarios.JSON_ANSWER_PATH
+    assert plain.outbounds == compared.outbounds == scenarios.FAST
+    assert (plain.compare, compared.compare) == (False, True)
+    ports = {name: 10000 + i for i, name in enumerate(scenarios.BACKENDS)}
+    settings = NforkSettings(idle_conn=8, max_inflight=7, timeout=1.0, control=False)
+    (inbound,) = load_config(json.dumps(nfork_config(compared, ports, 9999, settings)))
+    assert inbound.compare is not None
+    assert inbound.compare.candidates == ("fast3",)
+    assert inbound.compare.baseline == "fast2"
+    (inbound,) = load_config(json.dumps(nfork_config(plain, ports, 9999, settings)))
+    assert inbound.compare is None
+
+
+def test_json_answer_is_about_1_kib_of_json_with_fresh_noise() -> None:
+    text = json_answer()
+    document = json.loads(
+        text.replace("$request_id", "0f" * 16).replace("$msec", "1.5")
+    )
+    assert document["id"] == "0f" * 16 and document["generatedAt"] == 1.5
+    assert 900 <= len(text) <= 1300
+    assert "'" not in text  # inside nginx's single-quoted return
 
 
 def test_fast_backends_serve_a_1mib_file_readable_by_the_worker(
@@ -167,6 +196,7 @@ def test_fast_backends_serve_a_1mib_file_readable_by_the_worker(
     assert path.parent == large_answer_root(tmp_path)
     text = backends_config(tmp_path, {"fast1": 8001, "fast2": 8002})
     assert text.count("location = /1mib {") == 2
+    assert text.count(f"location = {scenarios.JSON_ANSWER_PATH} {{") == 2
     assert text.count(f"root {path.parent};") == 2
     assert text.count("sendfile on;") == 2
     # Started by root, nginx's workers would run as nobody, who cannot open
@@ -502,6 +532,41 @@ def test_fast_backends_answer_1mib_with_its_length(
                 assert body == expected
         poll_until(lambda: backends.received()["fast1"] == Received(2, 1), timeout=5)
         assert backends.received()["fast1"] == Received(2, 1)
+    finally:
+        supervisor.stop_all()
+
+
+def test_fast_backends_answer_json_with_a_fresh_id_each_time(
+    tmp_path: Path, nginx_tools: Tools
+) -> None:
+    """Needs nginx (skipped without it): the answer scenarios 8 and 9 fetch."""
+    assert nginx_tools.nginx is not None
+    supervisor = Supervisor(tmp_path)
+    backends = Backends(supervisor, nginx_tools.nginx)
+    try:
+        backends.start(["fast1"])
+        port = backends.ports["fast1"]
+        ids = set()
+        for _ in range(2):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(
+                    b"GET "
+                    + scenarios.JSON_ANSWER_PATH.encode()
+                    + b" HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"
+                )
+                answer = b""
+                for _ in range(1000):  # bounded: 1 KiB arrives in a read or two
+                    data = sock.recv(65536)
+                    if not data:
+                        break
+                    answer += data
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+            assert b"\r\nContent-Type: application/json\r\n" in head, head
+            document = json.loads(body)
+            assert document["user"]["id"] == 42 and len(document["items"]) == 10
+            ids.add(document["id"])
+        assert len(ids) == 2
     finally:
         supervisor.stop_all()
 
