@@ -1,0 +1,326 @@
+"""Counting differences per candidate, endpoint and field, with Diffy's verdicts.
+
+For each request a candidate's differences (primary against candidate) are
+counted as C{raw}, and the baseline's (primary against baseline, a second
+copy of the primary's version) as C{noise}: a field on which two copies of
+the same code disagree is non-deterministic.  A field is a real difference
+when its raw count clearly exceeds its noise (L{verdict}).
+
+Memory is bounded whatever the traffic: endpoints per candidate beyond
+C{max_endpoints} are counted as C{OTHER}, fields per endpoint beyond
+C{max_fields} as C{OTHER}, at most C{samples} examples are kept per field
+and C{max_stored_samples} in all, each with bodies cut to C{sample_body}.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from attrs import define, field
+
+from nfork.compare.diff import Difference
+from nfork.proxy.messages import CapturedAnswer, Headers, ProxyRequest
+
+OTHER = "OTHER"
+"""The endpoint or field under which everything past the bounds is counted."""
+SAMPLE_DIFFERENCES = 50
+"""Differences kept in one sample."""
+SAMPLE_VALUE = 1024
+"""Characters of a difference's value (as JSON) kept in a sample."""
+
+
+def verdict(
+    raw: int, noise: int, requests: int, relative: float, absolute: float
+) -> str:
+    """Diffy's verdict on a field: C{"difference"} or C{"noise"}.
+
+    A difference when the raw count exceeds the noise by C{relative} percent
+    of their sum, and by C{absolute} percent of the endpoint's requests.
+    """
+    if raw <= noise or requests <= 0:
+        return "noise"
+    excess = raw - noise
+    if excess * 100 / (raw + noise) < relative:
+        return "noise"
+    if excess * 100 / requests < absolute:
+        return "noise"
+    return "difference"
+
+
+@define(eq=False)
+class _Field:
+    raw: int = 0
+    noise: int = 0
+    kinds: dict[str, int] = field(factory=dict)
+    samples: list[dict[str, Any]] = field(factory=list)
+
+
+@define
+class _Endpoint:
+    requests: int = 0
+    differing: int = 0
+    truncated: int = 0
+    fields: dict[str, _Field] = field(factory=dict)
+
+
+@define
+class _Candidate:
+    compared: int = 0
+    differing: int = 0
+    skipped: int = 0
+    endpoints: dict[str, _Endpoint] = field(factory=dict)
+
+
+class Tally:
+    """The counts of one inbound's comparisons, per candidate, endpoint and field."""
+
+    def __init__(
+        self,
+        relative: float = 20.0,
+        absolute: float = 0.03,
+        samples: int = 20,
+        max_endpoints: int = 1000,
+        max_fields: int = 200,
+        max_stored_samples: int = 2000,
+        sample_body: int = 4096,
+    ) -> None:
+        """Thresholds (percent) and memory bounds."""
+        self.relative = relative
+        self.absolute = absolute
+        self.samples_per_field = samples
+        self.max_endpoints = max_endpoints
+        self.max_fields = max_fields
+        self.max_stored_samples = max_stored_samples
+        self.sample_body = sample_body
+        self._candidates: dict[str, _Candidate] = {}
+        self._stored = 0
+
+    def record(
+        self,
+        candidate: str,
+        endpoint: str,
+        request: ProxyRequest,
+        primary: CapturedAnswer,
+        other: CapturedAnswer,
+        baseline: CapturedAnswer | None,
+        differences: Sequence[Difference],
+        noise: Sequence[Difference],
+    ) -> bool:
+        """Count one compared request; whether it differs beyond the noise.
+
+        C{differences} are the candidate's (against the primary), C{noise}
+        the baseline's for the same request.  The request differs when the
+        candidate differs on a field on which the baseline agreed.
+        """
+        counts = self._candidate(candidate)
+        counts.compared += 1
+        place = self._endpoint(counts, endpoint)
+        place.requests += 1
+        if primary.truncated or other.truncated:
+            place.truncated += 1
+        noisy = {difference.field for difference in noise}
+        for name in noisy:
+            self._field(place, name).noise += 1
+        differing = False
+        wanting: dict[int, _Field] = {}
+        seen: set[str] = set()
+        for difference in differences:
+            if difference.field in seen:
+                continue
+            seen.add(difference.field)
+            if difference.field not in noisy:
+                differing = True
+            stats = self._field(place, difference.field)
+            stats.raw += 1
+            stats.kinds[difference.kind] = stats.kinds.get(difference.kind, 0) + 1
+            if len(stats.samples) < self.samples_per_field:
+                wanting[id(stats)] = stats
+        if differing:
+            counts.differing += 1
+            place.differing += 1
+        if wanting and self._stored < self.max_stored_samples:
+            sample = self._sample(request, primary, other, baseline, differences)
+            self._stored += 1
+            for stats in wanting.values():
+                stats.samples.append(sample)
+        return differing
+
+    def skip(self, candidate: str) -> None:
+        """Count a request that was not compared (the queue was full)."""
+        self._candidate(candidate).skipped += 1
+
+    def reset(self) -> None:
+        """Forget every count and sample."""
+        self._candidates.clear()
+        self._stored = 0
+
+    def report(self) -> dict[str, Any]:
+        """The counts and verdicts, JSON-ready."""
+        candidates: dict[str, Any] = {}
+        for name, counts in self._candidates.items():
+            endpoints: dict[str, Any] = {}
+            for endpoint, place in counts.endpoints.items():
+                fields = {
+                    path: {
+                        "raw": stats.raw,
+                        "noise": stats.noise,
+                        "verdict": verdict(
+                            stats.raw,
+                            stats.noise,
+                            place.requests,
+                            self.relative,
+                            self.absolute,
+                        ),
+                        "kinds": dict(stats.kinds),
+                    }
+                    for path, stats in place.fields.items()
+                }
+                endpoints[endpoint] = {
+                    "requests": place.requests,
+                    "differing": place.differing,
+                    "truncated": place.truncated,
+                    "fields": fields,
+                }
+            candidates[name] = {
+                "compared": counts.compared,
+                "differing": counts.differing,
+                "skipped": counts.skipped,
+                "endpoints": endpoints,
+            }
+        return {"candidates": candidates}
+
+    def samples(
+        self, candidate: str, endpoint: str, field: str
+    ) -> list[dict[str, Any]]:
+        """The stored examples of C{field} differing on C{endpoint}.
+
+        @raise KeyError: no such candidate.
+        """
+        place = self._candidates[candidate].endpoints.get(endpoint)
+        if place is None:
+            return []
+        stats = place.fields.get(field)
+        return [] if stats is None else list(stats.samples)
+
+    def counters(self) -> list[tuple[str, int, int, int]]:
+        """(candidate, compared, differing, skipped) for each candidate."""
+        return [
+            (name, counts.compared, counts.differing, counts.skipped)
+            for name, counts in sorted(self._candidates.items())
+        ]
+
+    def endpoint_differing(self, limit: int = 50) -> list[tuple[str, str, int]]:
+        """(candidate, endpoint, differing) for the C{limit} most differing ones."""
+        rows = [
+            (name, endpoint, place.differing)
+            for name, counts in self._candidates.items()
+            for endpoint, place in counts.endpoints.items()
+            if place.differing
+        ]
+        rows.sort(key=lambda row: (-row[2], row[0], row[1]))
+        return rows[:limit]
+
+    def _candidate(self, name: str) -> _Candidate:
+        counts = self._candidates.get(name)
+        if counts is None:
+            counts = self._candidates[name] = _Candidate()
+        return counts
+
+    def _endpoint(self, counts: _Candidate, endpoint: str) -> _Endpoint:
+        place = counts.endpoints.get(endpoint)
+        if place is None:
+            if len(counts.endpoints) >= self.max_endpoints:
+                endpoint = OTHER
+                place = counts.endpoints.get(OTHER)
+            if place is None:
+                place = counts.endpoints[endpoint] = _Endpoint()
+        return place
+
+    def _field(self, place: _Endpoint, name: str) -> _Field:
+        stats = place.fields.get(name)
+        if stats is None:
+            if len(place.fields) >= self.max_fields:
+                name = OTHER
+                stats = place.fields.get(OTHER)
+            if stats is None:
+                stats = place.fields[name] = _Field()
+        return stats
+
+    def _sample(
+        self,
+        request: ProxyRequest,
+        primary: CapturedAnswer,
+        other: CapturedAnswer,
+        baseline: CapturedAnswer | None,
+        differences: Sequence[Difference],
+    ) -> dict[str, Any]:
+        """One request and its answers, as kept to show a difference."""
+        body, body64, cut = self._body(request.body)
+        return {
+            "time": request.received,
+            "request": {
+                "method": request.method.decode("latin-1"),
+                "target": request.uri.decode("utf-8", "backslashreplace"),
+                "headers": _headers(request.headers),
+                "body": body,
+                "bodyBase64": body64,
+                "truncated": cut or request.upload is not None,
+            },
+            "answers": {
+                "primary": self._answer(primary),
+                "candidate": self._answer(other),
+                "baseline": None if baseline is None else self._answer(baseline),
+            },
+            "differences": [
+                {
+                    "field": difference.field,
+                    "kind": difference.kind,
+                    "primary": _clip(difference.primary),
+                    "candidate": _clip(difference.other),
+                }
+                for difference in differences[:SAMPLE_DIFFERENCES]
+            ],
+        }
+
+    def _answer(self, answer: CapturedAnswer) -> dict[str, Any]:
+        body, body64, cut = self._body(answer.body)
+        return {
+            "status": answer.code,
+            "headers": _headers(answer.headers),
+            "body": body,
+            "bodyBase64": body64,
+            "truncated": cut or answer.truncated,
+            "error": answer.error,
+        }
+
+    def _body(self, data: bytes) -> tuple[str | None, str | None, bool]:
+        """(text, base64, cut): text when UTF-8, else base64; cut to the limit."""
+        kept = data[: self.sample_body]
+        cut = len(kept) < len(data)
+        try:
+            return kept.decode("utf-8"), None, cut
+        except UnicodeDecodeError as error:
+            if cut and error.reason == "unexpected end of data":
+                # The cut split the last character: keep the whole ones.
+                return kept[: error.start].decode("utf-8"), None, cut
+            return None, base64.b64encode(kept).decode("ascii"), cut
+
+
+def _headers(headers: Headers) -> list[list[str]]:
+    return [
+        [name.decode("latin-1"), value.decode("latin-1")] for name, value in headers
+    ]
+
+
+def _clip(value: object) -> object:
+    """A difference's value, or its JSON text cut short when it is large."""
+    if isinstance(value, (dict, list)):
+        text = json.dumps(value)
+        if len(text) > SAMPLE_VALUE:
+            return text[:SAMPLE_VALUE] + "..."
+    elif isinstance(value, str) and len(value) > SAMPLE_VALUE:
+        return value[:SAMPLE_VALUE] + "..."
+    return value
