@@ -17,7 +17,13 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["Example", "example_values", "format_report", "has_difference"]
+__all__ = [
+    "Example",
+    "difference_fields",
+    "example_values",
+    "format_report",
+    "has_difference",
+]
 
 Example = Callable[[str, str, str], "tuple[object, object] | None"]
 """Finds one example of a field's difference: C{(candidate, endpoint,
@@ -38,6 +44,21 @@ def example_values(
             if difference.get("field") == field:
                 return difference.get("primary"), difference.get("candidate")
     return None
+
+
+def difference_fields(
+    report: Mapping[str, Any], *, top_fields: int = 5
+) -> list[tuple[str, str, str]]:
+    """The C{(candidate, endpoint, field)} differences L{format_report} shows
+    with the same C{top_fields}: those worth an example."""
+    found = []
+    for name, candidate in _mapping(report.get("candidates")).items():
+        for endpoint, stats in _mapping(_mapping(candidate).get("endpoints")).items():
+            fields = _mapping(_mapping(stats).get("fields"))
+            for field, counts in sorted(fields.items(), key=_field_order)[:top_fields]:
+                if _mapping(counts).get("verdict") == "difference":
+                    found.append((name, endpoint, field))
+    return found
 
 
 def has_difference(report: Mapping[str, Any]) -> bool:

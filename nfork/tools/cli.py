@@ -1,7 +1,7 @@
 """The C{nfork} command: subcommands that are not the proxy itself.
 
 The proxy runs under twistd (C{twistd nfork --config FILE}); this command
-holds the tools around it, for now C{nfork replay}.
+holds the tools around it: C{nfork replay} and C{nfork compare}.
 """
 
 from __future__ import annotations
@@ -102,6 +102,60 @@ def parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="how long a request may take, e.g. 5s (default 30s)",
     )
+    replay.add_argument(
+        "--compare",
+        action="store_true",
+        help="compare the target's answers with those recorded (by a sink "
+        'with "answers": true) and print the comparison report',
+    )
+    replay.add_argument(
+        "--compare-settings",
+        metavar="JSON_FILE",
+        help="with --compare: a JSON file holding a compare object, as in an "
+        'inbound\'s "compare" (ignoreHeaders, ignore, endpoints, maxBody, '
+        "samples, relative, absolute)",
+    )
+    compare = commands.add_parser(
+        "compare",
+        help="print a running nfork's comparison report; a release gate",
+        description="Fetch an inbound's comparison report from nfork's control "
+        "API and print it: per candidate, endpoints by difference rate, their "
+        "top fields with one example each. Exit status: 0; 1 with --fail-on "
+        "difference when a field is reported as a difference; 2 when the "
+        "report cannot be had.",
+    )
+    compare.add_argument("inbound", metavar="INBOUND", help="the inbound's name")
+    compare.add_argument(
+        "--control",
+        required=True,
+        metavar="URL",
+        help="the control API: http(s)://host:port (twistd nfork's --control)",
+    )
+    compare.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="a file holding the control API's token (--control-token-file)",
+    )
+    compare.add_argument("--json", action="store_true", help="print the report as JSON")
+    compare.add_argument(
+        "--fail-on",
+        choices=["difference"],
+        help="exit with status 1 when any field is reported as a difference",
+    )
+    compare.add_argument(
+        "--top",
+        type=_positive(int),
+        default=5,
+        metavar="N",
+        help="fields shown per endpoint (default 5)",
+    )
+    compare.add_argument(
+        "--timeout",
+        type=_duration,
+        default=10.0,
+        metavar="DURATION",
+        help="how long each request to the API may take (default 10s)",
+    )
     return top
 
 
@@ -110,6 +164,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.command == "replay":
         _replay(args)
+    elif args.command == "compare":
+        _compare(args)
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from nfork.tools.compare import CompareOptions, compare_main, read_token_file
+    from nfork.tools.replay import target_url
+
+    try:
+        control = target_url(args.control)
+    except ValueError as e:
+        parser().error(f"--control: {e}")
+    token = None
+    if args.token_file is not None:
+        try:
+            token = read_token_file(args.token_file)
+        except ValueError as e:
+            parser().error(f"--token-file: {e}")
+    options = CompareOptions(
+        control=control,
+        inbound=args.inbound,
+        token=token,
+        as_json=args.json,
+        fail_on_difference=args.fail_on == "difference",
+        top_fields=args.top,
+        timeout=args.timeout,
+    )
+    react(compare_main, (options,))
 
 
 def _replay(args: argparse.Namespace) -> None:
@@ -122,6 +204,19 @@ def _replay(args: argparse.Namespace) -> None:
     for path in args.files:
         if not os.access(path, os.R_OK) or os.path.isdir(path):
             parser().error(f"cannot read the recording {path!r}")
+    compare = None
+    if args.compare_settings is not None and not args.compare:
+        parser().error("--compare-settings goes with --compare")
+    if args.compare:
+        from nfork.config.compare import CompareConfig
+        from nfork.tools.replay_compare import read_compare_settings
+
+        compare = CompareConfig()
+        if args.compare_settings is not None:
+            try:
+                compare = read_compare_settings(args.compare_settings)
+            except ValueError as e:
+                parser().error(f"--compare-settings: {e}")
     options = ReplayOptions(
         files=tuple(args.files),
         target=target,
@@ -129,5 +224,6 @@ def _replay(args: argparse.Namespace) -> None:
         rate=args.rate,
         concurrency=args.concurrency,
         timeout=args.timeout,
+        compare=compare,
     )
     react(replay_main, (options,))

@@ -7,6 +7,11 @@ schedule rather than piling up requests).  Each request carries the
 recorded method, path and query, headers and body; the target's URL gives
 the scheme, host, port and an optional path prefix.
 
+With a L{ReplayComparison} (C{--compare}), each record that carries the
+answer recorded with it (a sink with C{"answers": true}) has the target's
+answer kept (up to C{maxBody}, with a digest of the rest) and compared with
+the recorded one; see L{nfork.tools.replay_compare}.
+
 Requests are sent with a plain L{twisted.web.client.Agent} rather than
 treq's high-level client, which would add an C{Accept-Encoding} header and
 send back the cookies the target sets: a replay sends what was recorded.
@@ -18,7 +23,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
 import treq
@@ -38,10 +43,16 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer
 from zope.interface import implementer
 
+from nfork.compare.capture import AnswerCapture
 from nfork.config.durations import format_duration
 from nfork.outbounds.sinks.records import RecordedRequest, RecordError, decode_record
 from nfork.proxy.headers import HOP_BY_HOP
+from nfork.proxy.messages import CapturedAnswer, ProxyResponse
 from nfork.proxy.stats import PERCENTILES, LatencyHistogram
+
+if TYPE_CHECKING:
+    from nfork.config.compare import CompareConfig
+    from nfork.tools.replay_compare import ReplayComparison
 
 __all__ = [
     "Progress",
@@ -252,12 +263,15 @@ class Replay:
         concurrency: int = 10,
         timeout: float = 30.0,
         total: int | None = None,
+        comparison: ReplayComparison | None = None,
     ) -> None:
         """
         @param target: C{http(s)://host[:port][/prefix]}, no trailing slash.
         @param speed: the recorded pace is multiplied by this (2.0: twice as
             fast); ignored when C{rate} is given.
         @param rate: requests per second, ignoring the recorded times.
+        @param comparison: when given, the target's answers to records that
+            carry an answer are compared with those.
         """
         if speed <= 0 or (rate is not None and rate <= 0) or concurrency < 1:
             raise ValueError("speed, rate and concurrency must be positive")
@@ -269,10 +283,11 @@ class Replay:
         self._rate = rate
         self._timeout = timeout
         self._slots = DeferredSemaphore(concurrency)
-        self._inflight: set[Deferred[int]] = set()
-        self._cancelled: set[Deferred[int]] = set()
+        self._inflight: set[Deferred[_Outcome]] = set()
+        self._cancelled: set[Deferred[_Outcome]] = set()
         """Requests in flight at L{interrupt}, whatever their failure says."""
-        self._timed_out: set[Deferred[int]] = set()
+        self._timed_out: set[Deferred[_Outcome]] = set()
+        self._comparison = comparison
         self._waiting: Deferred[Any] | None = None
         self._stopping = False
         self._start = 0.0
@@ -346,31 +361,49 @@ class Replay:
         exchange = Deferred.fromCoroutine(self._exchange(record))
         self._inflight.add(exchange)
         expiry = self._clock.callLater(self._timeout, self._expire, exchange)
-        exchange.addBoth(self._done, exchange, started, expiry)
+        exchange.addBoth(self._done, exchange, started, expiry, record)
 
-    def _expire(self, exchange: Deferred[int]) -> None:
+    def _expire(self, exchange: Deferred[_Outcome]) -> None:
         # Cancelling fails the request with whatever the agent makes of it
         # (ResponseNeverReceived...): remember why it was cancelled.
         self._timed_out.add(exchange)
         exchange.cancel()
 
-    async def _exchange(self, record: RecordedRequest) -> int:
+    async def _exchange(self, record: RecordedRequest) -> _Outcome:
         response = await self._agent.request(
             record.method,
             self._target + request_target(record.uri),
             replay_headers(record.headers),
             _Body(record.body) if record.body else None,
         )
-        await treq.collect(response, _discard)
         code: int = response.code
-        return code
+        if self._comparison is None or record.answer is None:
+            await treq.collect(response, _discard)
+            return code, None
+        capture = AnswerCapture(self._comparison.settings.max_body)
+        capture.head(
+            ProxyResponse(
+                code=code,
+                phrase=response.phrase,
+                headers=tuple(
+                    (name, value)
+                    for name, values in response.headers.getAllRawHeaders()
+                    for value in values
+                ),
+                body=b"",
+            )
+        )
+        await treq.collect(response, capture.data)
+        capture.end()
+        return code, capture.answer
 
     def _done(
         self,
-        result: int | Failure,
-        exchange: Deferred[int],
+        result: _Outcome | Failure,
+        exchange: Deferred[_Outcome],
         started: float,
         expiry: IDelayedCall,
+        record: RecordedRequest,
     ) -> None:
         if expiry.active():
             expiry.cancel()
@@ -379,20 +412,35 @@ class Replay:
         summary = self.summary
         now = self._clock.seconds()
         summary.elapsed = now - self._start
+        answer: CapturedAnswer | None = None
         if isinstance(result, Failure):
             if exchange in self._cancelled:
                 summary.cancelled += 1
             else:
-                if exchange in self._timed_out:
-                    kind = "TimeoutError"
-                else:
-                    kind = type(result.value).__name__
+                timed_out = exchange in self._timed_out
+                kind = "TimeoutError" if timed_out else type(result.value).__name__
                 summary.errors[kind] = summary.errors.get(kind, 0) + 1
+                answer = CapturedAnswer(
+                    code=0,
+                    headers=(),
+                    body=b"",
+                    error="timeout" if timed_out else "error",
+                )
         else:
-            summary.responses[result] = summary.responses.get(result, 0) + 1
+            code, answer = result
+            summary.responses[code] = summary.responses.get(code, 0) + 1
             summary.latency.record(now - started)
+        if self._comparison is not None and exchange not in self._cancelled:
+            if record.answer is None:
+                self._comparison.without_answer += 1
+            elif answer is not None:
+                self._comparison.compare(record, answer)
         self._cancelled.discard(exchange)
         self._timed_out.discard(exchange)
+
+
+_Outcome = tuple[int, CapturedAnswer | None]
+"""A response's status, and its answer when it is to be compared."""
 
 
 def _discard(data: bytes) -> None:
@@ -468,6 +516,8 @@ class ReplayOptions:
     rate: float | None = None
     concurrency: int = 10
     timeout: float = 30.0
+    compare: CompareConfig | None = None
+    """Compare the target's answers with the recorded ones, so."""
 
 
 async def replay_main(
@@ -491,6 +541,11 @@ async def replay_main(
         pool.maxPersistentPerHost = options.concurrency
         agent = Agent(reactor, pool=pool)
     total = count_records(options.files)
+    comparison = None
+    if options.compare is not None:
+        from nfork.tools.replay_compare import ReplayComparison
+
+        comparison = ReplayComparison(options.compare, options.target.decode())
     replay = Replay(
         read_records(options.files),
         options.target,
@@ -501,6 +556,7 @@ async def replay_main(
         concurrency=options.concurrency,
         timeout=options.timeout,
         total=total,
+        comparison=comparison,
     )
     pace = (
         f"{options.rate:g} requests/s"
@@ -529,6 +585,8 @@ async def replay_main(
         if pool is not None:
             await pool.closeCachedConnections()
     stdout.write(summary.format())
+    if comparison is not None:
+        stdout.write("\n" + comparison.format())
     stdout.flush()
     finished.callback(None)
     if summary.interrupted:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from nfork.compare.text import example_values, format_report, has_difference
+from nfork.compare.text import (
+    difference_fields,
+    example_values,
+    format_report,
+    has_difference,
+)
 
 
 def field(raw: int, noise: int, verdict: str, **kinds: int) -> dict[str, Any]:
@@ -186,3 +191,17 @@ def test_example_values_come_from_the_first_sample_showing_the_field() -> None:
     assert example_values(samples, "$.b") == ("x", None)
     assert example_values(samples, "$.c") is None
     assert example_values([{"differences": "garbage"}, {}], "$.a") is None
+
+
+def test_difference_fields_are_those_shown_with_an_example() -> None:
+    assert sorted(difference_fields(REPORT)) == [
+        ("staging", "GET /users/:int", "$.name"),
+        ("staging", "POST /orders", "$.total"),
+    ]
+    fields = {f"$.f{i}": field(i, 0, "difference") for i in range(1, 9)}
+    report = {"candidates": {"c": {"endpoints": {"GET /": endpoint(8, 8, fields)}}}}
+    assert difference_fields(report, top_fields=2) == [
+        ("c", "GET /", "$.f8"),
+        ("c", "GET /", "$.f7"),
+    ]
+    assert difference_fields({}) == []

@@ -4,9 +4,11 @@ StubTreq's in-memory agent; then a real record-and-replay round trip."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,8 +33,10 @@ from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
+from nfork.config.compare import DEFAULT_IGNORE_HEADERS, CompareConfig
 from nfork.control.controller import Controller
-from nfork.outbounds.sinks.records import RecordedRequest, RecordError
+from nfork.outbounds.sinks.records import RecordedRequest, RecordError, encode_record
+from nfork.proxy.messages import CapturedAnswer, ProxyRequest
 from nfork.tools.cli import main
 from nfork.tools.replay import (
     INTERRUPTED,
@@ -44,6 +48,7 @@ from nfork.tools.replay import (
     replay_main,
     target_url,
 )
+from nfork.tools.replay_compare import ReplayComparison, read_compare_settings
 from tests.support.backends import RecordingService, ThreadedBackend
 from tests.support.configs import inbound_config
 from tests.support.files import temp_dir
@@ -558,3 +563,243 @@ def test_ctrl_c_stops_the_command_with_the_summary(
     assert "replay interrupted: 1 requests sent" in out
     assert "cancelled: 1" in out
     assert "Traceback" not in err
+
+
+# -- comparing the answers (--compare) ---------------------------------------
+
+RECORDED_BODY = b'{"id": 7, "name": "ada", "tags": ["a"]}'
+REPLAYED_BODY = b'{"id": 7, "name": "bob", "tags": ["a"]}'
+JSON_HEADERS = ((b"Content-Type", b"application/json"),)
+
+
+def with_answer(uri: bytes, body: bytes = RECORDED_BODY) -> RecordedRequest:
+    """A record carrying the answer the active outbound gave."""
+    answer = CapturedAnswer(200, JSON_HEADERS, body, length=len(body))
+    return RecordedRequest(1.0, b"GET", uri, (), b"", answer=answer)
+
+
+class JSONTarget(Resource):
+    """Answers JSON: C{REPLAYED_BODY}, or 500 for paths ending in /broken."""
+
+    isLeaf = True
+
+    def render(self, request: server.Request) -> bytes:
+        request.setHeader(b"Content-Type", b"application/json")
+        if request.uri.endswith(b"/broken"):
+            request.setResponseCode(500)
+        return REPLAYED_BODY
+
+
+class ReplayComparisonTests(SynchronousTestCase):
+    """The target's answers against the recorded ones, over an in-memory agent."""
+
+    def replay(
+        self, records: list[RecordedRequest], settings: CompareConfig | None = None
+    ) -> ReplayComparison:
+        comparison = ReplayComparison(settings or CompareConfig(), "http://t")
+        agent = FailingAgent(RequestTraversalAgent(JSONTarget()))
+        replay = Replay(
+            records,
+            TARGET,
+            agent=agent,
+            clock=Clock(),
+            comparison=comparison,
+        )
+        self.successResultOf(replay.run())
+        return comparison
+
+    def fields(self, comparison: ReplayComparison, endpoint: str) -> dict[str, Any]:
+        candidate = comparison.report()["candidates"]["http://t"]
+        fields: dict[str, Any] = candidate["endpoints"][endpoint]["fields"]
+        return fields
+
+    def test_the_differing_field_is_reported_per_endpoint(self) -> None:
+        comparison = self.replay(
+            [with_answer(b"/users/%d" % n) for n in range(1, 5)]
+            + [with_answer(b"/same", REPLAYED_BODY)]
+        )
+        self.assertEqual(comparison.compared, 5)
+        fields = self.fields(comparison, "GET /users/:int")
+        self.assertEqual(list(fields), ["$.name"])
+        self.assertEqual(fields["$.name"]["raw"], 4)
+        self.assertEqual(fields["$.name"]["verdict"], "difference")
+        self.assertEqual(self.fields(comparison, "GET /same"), {})
+        text = comparison.format()
+        self.assertTrue(text.startswith("compared: 5 answers with the recorded ones\n"))
+        lines = text.splitlines()
+        name = next(i for i, line in enumerate(lines) if "$.name" in line)
+        self.assertEqual(lines[name].split()[:2], ["difference", "$.name"])
+        self.assertEqual(lines[name + 1].split(), ["primary:", '"ada"'])
+        self.assertEqual(lines[name + 2].split(), ["candidate:", '"bob"'])
+        self.assertIn("primary recorded answers, no baseline", text)
+        self.assertTrue(text.endswith("verdict: DIFFERENCE (http://t)\n"))
+
+    def test_settings_apply_ignore_rules_and_endpoint_patterns(self) -> None:
+        settings = CompareConfig(ignore=("$.name",), endpoints=("GET /users/:who",))
+        comparison = self.replay([with_answer(b"/users/1")], settings)
+        self.assertEqual(self.fields(comparison, "GET /users/:who"), {})
+        self.assertTrue(comparison.format().endswith("verdict: no difference\n"))
+
+    def test_records_without_answers_are_replayed_not_compared(self) -> None:
+        comparison = self.replay([record(1, 1.0), with_answer(b"/users/1")])
+        self.assertEqual((comparison.compared, comparison.without_answer), (1, 1))
+        self.assertIn(
+            "compared: 1 answers with the recorded ones; 1 records without an "
+            "answer not compared",
+            comparison.format(),
+        )
+
+    def test_an_error_or_a_status_is_a_status_difference(self) -> None:
+        comparison = self.replay([with_answer(b"/x/fail"), with_answer(b"/x/broken")])
+        self.assertEqual(comparison.compared, 2)
+        candidate = comparison.report()["candidates"]["http://t"]
+        self.assertEqual(candidate["differing"], 2)
+        failed = self.fields(comparison, "GET /x/fail")
+        self.assertEqual(failed["status"]["kinds"], {"status": 1})
+        self.assertEqual(list(failed), ["status"])
+        broken = self.fields(comparison, "GET /x/broken")
+        self.assertEqual(broken["status"]["kinds"], {"status": 1})
+
+    def test_a_long_answer_is_kept_up_to_max_body_with_a_digest(self) -> None:
+        seen: list[CapturedAnswer] = []
+        comparison = ReplayComparison(CompareConfig(max_body=10), "http://t")
+        compare = comparison.compare
+
+        def spy(record: RecordedRequest, answer: CapturedAnswer) -> bool:
+            seen.append(answer)
+            return compare(record, answer)
+
+        comparison.compare = spy  # type: ignore[method-assign]
+        replay = Replay(
+            [with_answer(b"/long")],
+            TARGET,
+            agent=RequestTraversalAgent(JSONTarget()),
+            clock=Clock(),
+            comparison=comparison,
+        )
+        self.successResultOf(replay.run())
+        [answer] = seen
+        self.assertEqual(answer.body, REPLAYED_BODY[:10])
+        self.assertEqual(answer.length, len(REPLAYED_BODY))
+        self.assertEqual(answer.digest, hashlib.sha256(REPLAYED_BODY).digest())
+
+    def test_replay_main_prints_the_report_after_the_summary(self) -> None:
+        path = temp_dir(self) / "traffic.jsonl"
+        line = encode_record(
+            ProxyRequest(
+                b"GET",
+                b"/users/3",
+                (),
+                b"",
+                answer=CapturedAnswer(200, JSON_HEADERS, RECORDED_BODY, 39),
+            ),
+            "shop",
+            "rec",
+        )
+        path.write_bytes(line)
+        stdout = io.StringIO()
+        done = Deferred.fromCoroutine(
+            replay_main(
+                MemoryReactorClock(),
+                ReplayOptions((str(path),), TARGET, compare=CompareConfig()),
+                agent=RequestTraversalAgent(JSONTarget()),
+                stdout=stdout,
+                stderr=io.StringIO(),
+            )
+        )
+        self.successResultOf(done)
+        out = stdout.getvalue()
+        self.assertLess(out.index("replay done"), out.index("compared: 1 answers"))
+        self.assertIn("difference  $.name", out)
+
+
+class CompareSettingsTests(SynchronousTestCase):
+    def test_settings_are_read_from_a_compare_object(self) -> None:
+        path = temp_dir(self) / "compare.json"
+        path.write_text('{"ignore": ["$.meta"], "maxBody": 2048, "samples": 3}')
+        settings = read_compare_settings(str(path))
+        self.assertEqual(
+            (settings.ignore, settings.max_body, settings.samples),
+            (("$.meta",), 2048, 3),
+        )
+
+    def test_bad_settings_and_options_are_usage_errors(self) -> None:
+        directory = temp_dir(self)
+        recording = directory / "r.jsonl"
+        recording.write_text("")
+        bad = directory / "bad.json"
+        for text, message in (
+            ('{"sampels": 3}', 'unknown key "sampels" (did you mean "samples"?)'),
+            ("{", "invalid JSON"),
+            ('{"ignore": ["$..x"]}', 'key "compare.ignore"'),
+        ):
+            bad.write_text(text)
+            with pytest.raises(ValueError, match=re.escape(message)):
+                read_compare_settings(str(bad))
+        with pytest.raises(ValueError, match="cannot read"):
+            read_compare_settings(str(directory / "missing.json"))
+        to = ["--to", "http://h"]
+        for argv in (
+            ["replay", str(recording), *to, "--compare-settings", str(bad)],
+            [
+                "replay",
+                str(recording),
+                *to,
+                "--compare",
+                "--compare-settings",
+                str(bad),
+            ],
+        ):
+            with pytest.raises(SystemExit) as caught:
+                main(argv)
+            self.assertEqual(caught.value.code, 2, argv)
+
+
+class ReplayCompareLoopbackTests(TestCase):
+    """A recording with answers replayed to a real loopback backend."""
+
+    timeout = 20
+
+    @inlineCallbacks
+    def test_the_report_names_the_field_the_backend_changed(self) -> Any:
+        service = RecordingService("candidate", 200, body=REPLAYED_BODY)
+        service.listen()
+        self.addCleanup(service.close)
+        path = temp_dir(self) / "traffic.jsonl"
+        with open(path, "wb") as recording:
+            for n in range(5):
+                answer = CapturedAnswer(
+                    200, JSON_HEADERS, RECORDED_BODY, length=len(RECORDED_BODY)
+                )
+                request = ProxyRequest(b"GET", b"/users/%d" % n, (), b"", answer=answer)
+                recording.write(encode_record(request, "shop", "rec"))
+            recording.write(
+                encode_record(ProxyRequest(b"GET", b"/old", (), b""), "s", "r")
+            )
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self.addCleanup(pool.closeCachedConnections)
+        target = f"http://{service.address}"
+        # The service names itself in a header and answers text/html.
+        ignore_headers = (*DEFAULT_IGNORE_HEADERS, "X-Service", "Content-Type")
+        comparison = ReplayComparison(
+            CompareConfig(ignore_headers=ignore_headers), target
+        )
+        replay = Replay(
+            read_records([str(path)]),
+            target.encode(),
+            agent=Agent(reactor, pool=pool),
+            clock=cast(Any, reactor),
+            rate=1000.0,
+            comparison=comparison,
+        )
+        summary = yield replay.run()
+        self.assertEqual(summary.responses, {200: 6})
+        self.assertEqual((comparison.compared, comparison.without_answer), (5, 1))
+        report = comparison.report()
+        endpoints = report["candidates"][target]["endpoints"]
+        self.assertEqual(list(endpoints), ["GET /users/:int"])
+        fields = endpoints["GET /users/:int"]["fields"]
+        self.assertEqual(list(fields), ["$.name"])
+        self.assertEqual(fields["$.name"]["verdict"], "difference")
+        self.assertEqual(fields["$.name"]["kinds"], {"value": 5})
+        self.assertIn("difference  $.name  raw 5", comparison.format())
