@@ -115,6 +115,12 @@ def parser() -> argparse.ArgumentParser:
         'inbound\'s "compare" (ignoreHeaders, ignore, endpoints, maxBody, '
         "samples, relative, absolute)",
     )
+    replay.add_argument(
+        "--fail-on",
+        choices=["difference"],
+        help="with --compare: exit with status 1 when a field is reported as "
+        "a difference",
+    )
     compare = commands.add_parser(
         "compare",
         help="print a running nfork's comparison report; a release gate",
@@ -205,8 +211,12 @@ def _replay(args: argparse.Namespace) -> None:
         if not os.access(path, os.R_OK) or os.path.isdir(path):
             parser().error(f"cannot read the recording {path!r}")
     compare = None
-    if args.compare_settings is not None and not args.compare:
-        parser().error("--compare-settings goes with --compare")
+    for given, option in (
+        (args.compare_settings, "--compare-settings"),
+        (args.fail_on, "--fail-on"),
+    ):
+        if given is not None and not args.compare:
+            parser().error(f"{option} goes with --compare")
     if args.compare:
         from nfork.config.compare import CompareConfig
         from nfork.tools.replay_compare import read_compare_settings
@@ -225,5 +235,6 @@ def _replay(args: argparse.Namespace) -> None:
         concurrency=args.concurrency,
         timeout=args.timeout,
         compare=compare,
+        fail_on_difference=args.fail_on == "difference",
     )
     react(replay_main, (options,))

@@ -67,6 +67,8 @@ __all__ = [
 
 INTERRUPTED = 130
 """Exit status after Ctrl-C (128 + SIGINT), as shells report it."""
+DIFFERENCE = 1
+"""Exit status with C{--compare --fail-on difference} when a field differs."""
 
 _NOT_REPLAYED = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
 """Headers the client side sets itself (lower case); C{Proxy-*} ones too."""
@@ -518,6 +520,8 @@ class ReplayOptions:
     timeout: float = 30.0
     compare: CompareConfig | None = None
     """Compare the target's answers with the recorded ones, so."""
+    fail_on_difference: bool = False
+    """Exit with L{DIFFERENCE} when the comparison reports a difference."""
 
 
 async def replay_main(
@@ -591,3 +595,9 @@ async def replay_main(
     finished.callback(None)
     if summary.interrupted:
         raise SystemExit(INTERRUPTED)
+    if (
+        options.fail_on_difference
+        and comparison is not None
+        and comparison.has_difference()
+    ):
+        raise SystemExit(DIFFERENCE)

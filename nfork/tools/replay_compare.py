@@ -17,7 +17,7 @@ from typing import Any
 from nfork.compare.diff import CompareRules, diff_answers
 from nfork.compare.endpoints import EndpointNamer
 from nfork.compare.tally import Tally
-from nfork.compare.text import example_values, format_report
+from nfork.compare.text import example_values, format_report, has_difference
 from nfork.config.compare import CompareConfig, parse_compare
 from nfork.config.errors import ConfigError
 from nfork.config.load import decode_json
@@ -109,6 +109,10 @@ class ReplayComparison:
         report["baseline"] = None
         report["settings"] = self.settings.to_json()
         return report
+
+    def has_difference(self) -> bool:
+        """Whether a field of the report is a difference (C{--fail-on})."""
+        return has_difference(self._tally.report())
 
     def format(self) -> str:
         """What C{nfork replay --compare} prints after the replay's summary."""

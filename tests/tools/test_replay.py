@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import server
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -39,6 +40,7 @@ from nfork.outbounds.sinks.records import RecordedRequest, RecordError, encode_r
 from nfork.proxy.messages import CapturedAnswer, ProxyRequest
 from nfork.tools.cli import main
 from nfork.tools.replay import (
+    DIFFERENCE,
     INTERRUPTED,
     Progress,
     Replay,
@@ -683,6 +685,51 @@ class ReplayComparisonTests(SynchronousTestCase):
         self.assertEqual(answer.length, len(REPLAYED_BODY))
         self.assertEqual(answer.digest, hashlib.sha256(REPLAYED_BODY).digest())
 
+    def run_main(self, path: Path, **options: Any) -> tuple[int, str]:
+        """C{(exit status, stdout)} of replay_main on the recording."""
+        stdout = io.StringIO()
+        done = Deferred.fromCoroutine(
+            replay_main(
+                MemoryReactorClock(),
+                ReplayOptions((str(path),), TARGET, **options),
+                agent=RequestTraversalAgent(JSONTarget()),
+                stdout=stdout,
+                stderr=io.StringIO(),
+            )
+        )
+        statuses: list[int] = []
+
+        def exited(failure: Failure) -> None:
+            failure.trap(SystemExit)
+            statuses.append(int(cast(SystemExit, failure.value).code or 0))
+
+        self.successResultOf(done.addErrback(exited))
+        return (statuses or [0])[0], stdout.getvalue()
+
+    def test_fail_on_difference_exits_1_only_on_a_difference(self) -> None:
+        path = temp_dir(self) / "traffic.jsonl"
+        path.write_bytes(
+            encode_record(
+                ProxyRequest(
+                    b"GET",
+                    b"/u/1",
+                    (),
+                    b"",
+                    answer=CapturedAnswer(200, JSON_HEADERS, RECORDED_BODY, 39),
+                ),
+                "s",
+                "r",
+            )
+        )
+        for settings, expected in (
+            (CompareConfig(), DIFFERENCE),
+            (CompareConfig(ignore=("$.name",)), 0),
+        ):
+            status, out = self.run_main(path, compare=settings, fail_on_difference=True)
+            self.assertEqual(status, expected, out)
+        status, _ = self.run_main(path, compare=CompareConfig())
+        self.assertEqual(status, 0)
+
     def test_replay_main_prints_the_report_after_the_summary(self) -> None:
         path = temp_dir(self) / "traffic.jsonl"
         line = encode_record(
@@ -741,6 +788,7 @@ class CompareSettingsTests(SynchronousTestCase):
         to = ["--to", "http://h"]
         for argv in (
             ["replay", str(recording), *to, "--compare-settings", str(bad)],
+            ["replay", str(recording), *to, "--fail-on", "difference"],
             [
                 "replay",
                 str(recording),
