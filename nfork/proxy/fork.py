@@ -13,14 +13,16 @@ from __future__ import annotations
 import random
 import zlib
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol, cast
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from attrs import define, field, frozen
+from attrs import define, evolve, field, frozen
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from nfork.compare.capture import RECORDED_ANSWER_LIMIT, AnswerCapture
 from nfork.config import InboundConfig, OutboundConfig
 from nfork.outbounds.api import IOutbound, IStreamingOutbound
 from nfork.proxy.deadlines import Deadline, Deadlines
@@ -31,6 +33,7 @@ from nfork.proxy.headers import (
 )
 from nfork.proxy.messages import (
     AnswerStream,
+    CapturedAnswer,
     CopyDropped,
     ProxyRequest,
     ProxyResponse,
@@ -38,6 +41,9 @@ from nfork.proxy.messages import (
 )
 from nfork.proxy.stats import OutboundStats
 from nfork.proxy.upgrade import UpgradeResponder, start_upgrade
+
+if TYPE_CHECKING:
+    from nfork.compare.runtime import Comparer, ComparisonJob
 
 _log = Logger()
 """For the failures of active outbounds, whose details clients never see."""
@@ -101,6 +107,19 @@ class Routing:
     config: InboundConfig
     active: OutboundRoute
     shadows: tuple[OutboundRoute, ...]
+    comparer: Comparer | None = None
+    """Compares the candidates' answers with the active's (C{compare})."""
+    recorders: frozenset[str] = field(init=False)
+    """Shadows that record the active's answer with each request: their
+    copy is sent once that answer is in (sinks with C{"answers": true})."""
+
+    @recorders.default
+    def _answer_recorders(self) -> frozenset[str]:
+        return frozenset(
+            route.name
+            for route in self.shadows
+            if getattr(route.outbound, "records_answers", False)
+        )
 
     @property
     def routes(self) -> tuple[OutboundRoute, ...]:
@@ -263,6 +282,9 @@ class InboundFork:
         timeout = routing.config.timeout
         upload = request.upload
         if upload is None:
+            if routing.comparer is not None or routing.recorders:
+                self._fork_capturing(routing, request, responder, timeout)
+                return
             for shadow in routing.shadows:
                 if self._wants_copy(shadow, request):
                     self._dispatch(shadow, request, False, timeout).addErrback(_ignore)
@@ -279,7 +301,20 @@ class InboundFork:
                     f"outbound cannot stream\n",
                 )
                 return
-        response = self._dispatch(routing.active, request, True, timeout, responder)
+        self._answer_client(routing, request, responder, timeout, None)
+
+    def _answer_client(
+        self,
+        routing: Routing,
+        request: ProxyRequest,
+        responder: Responder,
+        timeout: float,
+        capture: AnswerCapture | None,
+    ) -> None:
+        """Send the active copy; its answer goes to C{responder}."""
+        response = self._dispatch(
+            routing.active, request, True, timeout, responder, capture
+        )
         responder.on_gone(response.cancel)
         response.addCallbacks(
             _answer,
@@ -287,6 +322,66 @@ class InboundFork:
             callbackArgs=(responder,),
             errbackArgs=(responder, routing),
         )
+
+    def _fork_capturing(
+        self,
+        routing: Routing,
+        request: ProxyRequest,
+        responder: Responder,
+        timeout: float,
+    ) -> None:
+        """Fork a request whose answers are compared or recorded.
+
+        The copies to the comparison's candidates and baseline keep their
+        answers for its job; sinks that record answers get their copy once
+        the active's answer is in (L{Routing.recorders}).
+        """
+        comparer = routing.comparer
+        job: ComparisonJob | None = None
+        roles: frozenset[str] = frozenset()
+        if comparer is not None:
+            job = comparer.begin(request)
+            if job is not None:
+                roles = comparer.roles()
+        recorders = routing.recorders
+        late: list[OutboundRoute] = []
+        for shadow in routing.shadows:
+            if not self._selects(shadow, request):
+                continue
+            name = shadow.name
+            if name in recorders:
+                late.append(shadow)
+            elif not self._admits(shadow):
+                if job is not None and name in roles:
+                    job.dropped(name)
+            else:
+                capture = (
+                    None if job is None or name not in roles else job.capture(name)
+                )
+                self._dispatch(
+                    shadow, request, capture is not None, timeout, None, capture
+                ).addErrback(_ignore)
+        primary = None if job is None else job.capture(routing.active.name)
+        if late:
+            if primary is None:
+                primary = AnswerCapture(RECORDED_ANSWER_LIMIT)
+            primary.then(partial(self._record_answer, late, request, timeout))
+        self._answer_client(routing, request, responder, timeout, primary)
+        if job is not None:
+            job.seal()
+
+    def _record_answer(
+        self,
+        recorders: list[OutboundRoute],
+        request: ProxyRequest,
+        timeout: float,
+        answer: CapturedAnswer,
+    ) -> None:
+        """Send the sinks that record answers their copy, with the answer."""
+        recorded = evolve(request, answer=answer)
+        for route in recorders:
+            if self._admits(route):
+                self._dispatch(route, recorded, False, timeout).addErrback(_ignore)
 
     def upgrade(
         self,
@@ -345,6 +440,13 @@ class InboundFork:
             return False
         return True
 
+    def _admits(self, route: OutboundRoute) -> bool:
+        """Whether a shadow has room for one more copy; a dropped one is counted."""
+        if route.inflight >= route.limit:
+            route.stats.record_dropped()
+            return False
+        return True
+
     def _dispatch(
         self,
         route: OutboundRoute,
@@ -352,6 +454,7 @@ class InboundFork:
         keep_body: bool,
         inbound_timeout: float,
         responder: Responder | None = None,
+        capture: AnswerCapture | None = None,
     ) -> Deferred[ProxyResponse | None]:
         """Send one copy under its timeout and record its outcome in the stats.
 
@@ -360,7 +463,8 @@ class InboundFork:
         timeout bounds the wait for the answer's head; a streamed body is
         then relayed to C{responder} (the active copy's) or dropped, under
         the inbound's C{bodyTimeout} and C{idleTimeout}, and its copy is
-        finished (stats, in flight) at the body's end.
+        finished (stats, in flight) at the body's end.  C{capture}, when
+        given, keeps the answer (or why there is none) for a comparison.
         """
         clock = self._clock
         timeout = route.config.timeout or inbound_timeout
@@ -386,11 +490,21 @@ class InboundFork:
                 and result.stream is not None
             ):
                 route.answered()
-                _BodyRelay(self, route, result, start, responder).start(result)
+                if capture is not None:
+                    capture.head(result)
+                _BodyRelay(self, route, result, start, responder, capture).start(result)
                 return result
             self._finished(route)
             latency = clock.seconds() - start
             if isinstance(result, Failure):
+                if capture is not None:
+                    capture.failed(
+                        "timeout"
+                        if expiry.expired
+                        else "dropped"
+                        if result.check(CopyDropped)
+                        else "error"
+                    )
                 if expiry.expired:
                     route.timed_out()
                     route.stats.record_timeout(latency)
@@ -407,8 +521,12 @@ class InboundFork:
             route.answered()
             if result is None:
                 route.stats.record_delivered(latency)
+                if capture is not None:
+                    capture.failed("error")
             else:
                 route.stats.record_response(result.code, latency)
+                if capture is not None:
+                    capture.whole(result)
             return result
 
         return sent.addBoth(record)
@@ -435,6 +553,7 @@ class _BodyRelay:
 
     __slots__ = (
         "_body_call",
+        "_capture",
         "_code",
         "_fork",
         "_idle_call",
@@ -455,8 +574,10 @@ class _BodyRelay:
         response: ProxyResponse,
         start: float,
         responder: Responder | None,
+        capture: AnswerCapture | None = None,
     ) -> None:
         clock = fork._clock
+        self._capture = capture
         self._fork = fork
         self._route = route
         self._code = response.code
@@ -503,6 +624,8 @@ class _BodyRelay:
     def body(self, data: bytes) -> None:
         """Relay a piece to the client; a shadow's is dropped as it comes."""
         self._last = self._fork._clock.seconds()
+        if self._capture is not None:
+            self._capture.data(data)
         responder = self._responder
         if responder is not None:
             responder.stream_data(data)
@@ -513,6 +636,8 @@ class _BodyRelay:
             return
         now = self._fork._clock.seconds()
         self._route.stats.record_response(self._code, now - self._start, self._ttfb)
+        if self._capture is not None:
+            self._capture.end()
         if self._responder is not None:
             self._responder.stream_end()
 
@@ -522,6 +647,8 @@ class _BodyRelay:
             return
         now = self._fork._clock.seconds()
         self._route.stats.record_error(now - self._start)
+        if self._capture is not None:
+            self._capture.failed("error")
         if self._responder is not None:
             _log.warn(
                 "inbound {inbound}: active outbound {outbound} failed during "
@@ -553,6 +680,8 @@ class _BodyRelay:
             return
         now = self._fork._clock.seconds()
         self._route.stats.record_error(now - self._start)
+        if self._capture is not None:
+            self._capture.failed("error")
         if self._stream is not None:
             self._stream.cancel()
 
@@ -581,6 +710,8 @@ class _BodyRelay:
         now = self._fork._clock.seconds()
         self._route.timed_out()
         self._route.stats.record_timeout(now - self._start)
+        if self._capture is not None:
+            self._capture.failed("timeout")
         if self._stream is not None:
             self._stream.cancel()
         if self._responder is not None:

@@ -6,6 +6,7 @@ from typing import Any
 
 from twisted.internet.task import Clock
 
+from nfork.compare.runtime import build_comparer
 from nfork.config import InboundConfig
 from nfork.proxy.fork import InboundFork, OutboundRoute, Routing
 from nfork.proxy.stats import OutboundStats
@@ -29,9 +30,12 @@ def fork_config(**overrides: Any) -> InboundConfig:
 class Harness:
     """An inbound fork over fake outbounds and a Clock, and a client to it."""
 
-    def __init__(self, config: InboundConfig) -> None:
+    def __init__(
+        self, config: InboundConfig, outbounds: dict[str, FakeOutbound] | None = None
+    ) -> None:
         self.clock = Clock()
         self.outbounds = {out.name: FakeOutbound() for out in config.outbounds}
+        self.outbounds.update(outbounds or {})
         routes = {
             out.name: OutboundRoute(
                 out, self.outbounds[out.name], OutboundStats(self.clock)
@@ -43,6 +47,7 @@ class Harness:
             config,
             routes[config.active],
             tuple(r for n, r in routes.items() if n != config.active),
+            build_comparer(config, routes, None, self.clock),
         )
         self.fork = InboundFork(routing, self.clock)
         # Any: treq types C{headers} as an invariant dict of bytes | str.
