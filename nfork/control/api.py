@@ -45,6 +45,7 @@ from twisted.web.resource import Resource
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import BaseConverter, ValidationError
 
+from nfork.compare.runtime import UnknownCandidate
 from nfork.config import (
     ConfigError,
     OutboundConfig,
@@ -52,10 +53,12 @@ from nfork.config import (
     parse_inbound,
     parse_outbound,
 )
-from nfork.config.errors import plugin_error_context
+from nfork.config.compare import parse_compare
+from nfork.config.errors import error_context, plugin_error_context
 from nfork.config.errors import quote as quoted
 from nfork.control.changes import Changes, PersistError
 from nfork.control.controller import (
+    CompareOff,
     Conflict,
     Controller,
     UnknownInbound,
@@ -244,12 +247,13 @@ def own_origin(origin: bytes, host: bytes) -> bool:
 class _NameConverter(BaseConverter):
     """One path segment, percent-decoded: an inbound or outbound name.
 
-    It never matches the literal "stats", a reserved name, so that for
-    example C{DELETE /v1/nfork/stats} is a wrong method (405), not an
-    unknown inbound.
+    It never matches the literal "stats" or "compare", reserved names, so
+    that for example C{DELETE /v1/nfork/stats} is a wrong method (405), not
+    an unknown inbound, and C{PUT /v1/nfork/web/compare} never sets an
+    outbound.
     """
 
-    regex = r"(?!stats\Z)[^/]+"
+    regex = r"(?!(?:stats|compare)\Z)[^/]+"
 
     def to_python(self, value: str) -> str:
         try:
@@ -426,6 +430,49 @@ class ControlAPI:
         """C{{outbound: stats}} of one inbound."""
         return _json(request, 200, self._controller.inbound_stats(inbound))
 
+    # -- comparison ---------------------------------------------------------
+
+    @app.route("/v1/nfork/<name:inbound>/compare", methods=["GET"])
+    def compare_report(self, request: IRequest, inbound: str) -> bytes:
+        """The comparison's figures per candidate, endpoint and field."""
+        return _json(request, 200, self._controller.compare_report(inbound))
+
+    @app.route("/v1/nfork/<name:inbound>/compare", methods=["DELETE"])
+    def reset_compare(self, request: IRequest, inbound: str) -> bytes:
+        """Forget the comparison's counters and samples; the empty report."""
+        report = self._controller.reset_compare(inbound)
+        self._audit(request, 200)
+        return _json(request, 200, report)
+
+    @app.route("/v1/nfork/<name:inbound>/compare", methods=["PUT"])
+    async def set_compare(self, request: IRequest, inbound: str) -> bytes:
+        """Replace the compare settings (the body's object; C{null}: none)."""
+        self._controller.inbound(inbound)  # an unknown inbound is a 404 first
+        body = _read_json(request)
+        with error_context(inbound=inbound):
+            compare = None if body is None else parse_compare(body)
+        updated = await self._changes.set_compare(inbound, compare)
+        self._audit(request, 200)
+        return _json(request, 200, updated.to_json())
+
+    @app.route(
+        "/v1/nfork/<name:inbound>/compare/<name:candidate>/samples", methods=["GET"]
+    )
+    def compare_samples(self, request: IRequest, inbound: str, candidate: str) -> bytes:
+        """The examples kept of one field differing on one endpoint."""
+        endpoint = _query(request, "endpoint")
+        field_path = _query(request, "field")
+        if endpoint is None or field_path is None:
+            raise BadRequest(
+                "the query needs endpoint and field, e.g. "
+                "?endpoint=GET%20/users/:id&field=$.name (names as in GET "
+                f"/v1/nfork/{inbound}/compare)"
+            )
+        samples = self._controller.compare_samples(
+            inbound, candidate, endpoint, field_path
+        )
+        return _json(request, 200, samples)
+
     @app.route("/v1/nfork/<name:inbound>/<name:outbound>", methods=["PUT"])
     async def put_outbound(
         self, request: IRequest, inbound: str, outbound: str
@@ -575,7 +622,7 @@ class ControlAPI:
     def _forbidden(self, request: IRequest, failure: Failure) -> bytes:
         return self._error(request, 403, str(failure.value))
 
-    @app.handle_errors(UnknownInbound, UnknownOutbound)
+    @app.handle_errors(UnknownInbound, UnknownOutbound, CompareOff, UnknownCandidate)
     def _not_found(self, request: IRequest, failure: Failure) -> bytes:
         return self._error(request, 404, str(failure.value))
 

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from nfork.config import InboundConfig, OutboundConfig
+from nfork.config.compare import CompareConfig
 from nfork.control.configfile import ConfigFile
 from nfork.control.controller import Controller
 from nfork.control.reload import ReloadResult, reload_file
@@ -121,6 +122,16 @@ class Changes:
             f"removing outbound {outbound!r} of inbound {inbound!r}",
             inbound,
             lambda before: self._controller.remove_outbound(inbound, outbound),
+        )
+
+    def set_compare(
+        self, inbound: str, compare: CompareConfig | None
+    ) -> Deferred[InboundConfig]:
+        """Replace an inbound's compare settings; fires with its new config."""
+        return self._swap(
+            f"setting the compare settings of inbound {inbound!r}",
+            inbound,
+            lambda before: self._controller.set_compare(inbound, compare),
         )
 
     def activate(self, inbound: str, outbound: str) -> Deferred[InboundConfig]:

@@ -11,15 +11,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from attrs import define
+from attrs import define, evolve
 from twisted.internet.defer import Deferred, DeferredList, TimeoutError
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
+from nfork.compare.runtime import Comparer, build_comparer
 from nfork.config import InboundConfig, OutboundConfig
 from nfork.config.addresses import listen_key
+from nfork.config.compare import CompareConfig
 from nfork.outbounds.api import IOutboundFactory, OutboundContext
 from nfork.outbounds.registry import check_inbound, outbound_factories
 from nfork.proxy.client import HTTPClientPool
@@ -34,6 +36,10 @@ class UnknownInbound(LookupError):
 
 class UnknownOutbound(LookupError):
     """The inbound has no outbound of that name."""
+
+
+class CompareOff(LookupError):
+    """The inbound compares no answers (it has no C{compare} settings)."""
 
 
 class Conflict(Exception):
@@ -114,6 +120,39 @@ class Controller:
             out.name: by_name[out.name].stats.snapshot()
             for out in routing.config.outbounds
         }
+
+    def comparer(self, inbound: str) -> Comparer:
+        """The comparer of an inbound, or L{UnknownInbound}/L{CompareOff}."""
+        comparer = self.inbound(inbound).routing.comparer
+        if comparer is None:
+            raise CompareOff(
+                f'inbound "{inbound}" compares no answers: turn comparison on '
+                'with a "compare" object in its configuration, or with '
+                f"PUT /v1/nfork/{inbound}/compare and a body such as "
+                '{"candidates": ["staging"]}'
+            )
+        return comparer
+
+    def compare_report(self, inbound: str) -> dict[str, Any]:
+        """The comparison's figures per candidate, endpoint and field."""
+        return self.comparer(inbound).report()
+
+    def compare_samples(
+        self, inbound: str, candidate: str, endpoint: str, field: str
+    ) -> list[dict[str, Any]]:
+        """The examples kept of C{field} differing on C{endpoint} for C{candidate}.
+
+        Raises L{nfork.compare.runtime.UnknownCandidate} for an outbound
+        that is not a candidate.
+        """
+        return self.comparer(inbound).samples(candidate, endpoint, field)
+
+    def reset_compare(self, inbound: str) -> dict[str, Any]:
+        """Forget the comparison's counters and samples; the empty report."""
+        comparer = self.comparer(inbound)
+        comparer.reset()
+        self._log.info("inbound {inbound}: comparison reset", inbound=inbound)
+        return comparer.report()
 
     # -- inbounds --------------------------------------------------------
 
@@ -263,10 +302,33 @@ class Controller:
                 f'outbound "{outbound}" is the active outbound of inbound '
                 f'"{inbound}"; activate another one first'
             )
+        compare = running.config.compare
+        for key, name in compare.named_outbounds() if compare else ():
+            if name == outbound:
+                raise Conflict(
+                    f'outbound "{outbound}" is named in {key} of inbound '
+                    f'"{inbound}"; change compare first (PUT '
+                    f"/v1/nfork/{inbound}/compare)"
+                )
         config = running.config.without_outbound(outbound)
         self._swap(running, config)
         self._log.info(
             "inbound {inbound}: outbound {name} removed", inbound=inbound, name=outbound
+        )
+        return config
+
+    def set_compare(self, inbound: str, compare: CompareConfig | None) -> InboundConfig:
+        """Replace the inbound's compare settings (None: compare nothing).
+
+        New settings start a new comparison (counters and samples from zero).
+        """
+        running = self.inbound(inbound)
+        config = evolve(running.config, compare=compare)
+        self._swap(running, config)
+        self._log.info(
+            "inbound {inbound}: compare settings {settings}",
+            inbound=inbound,
+            settings="removed" if compare is None else compare.to_json(),
         )
         return config
 
@@ -355,6 +417,12 @@ class Controller:
             config=config,
             active=routes[config.active],
             shadows=tuple(r for name, r in routes.items() if name != config.active),
+            comparer=build_comparer(
+                config,
+                routes,
+                previous.comparer if previous is not None else None,
+                self._reactor,
+            ),
         )
 
     def _close_routes(self, routes: Iterable[OutboundRoute]) -> Deferred[Any]:

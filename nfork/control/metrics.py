@@ -48,6 +48,10 @@ LATENCY_BUCKETS = (
 """Upper bounds, in seconds, of the latency histogram's buckets (+Inf added)."""
 
 _LABELS = ("inbound", "outbound")
+_COMPARE_LABELS = ("inbound", "candidate")
+COMPARE_TOP_ENDPOINTS = 50
+"""Endpoints per inbound shown in C{nfork_compare_endpoint_differing_total}:
+those with the most differing requests, so that the labels stay bounded."""
 
 
 def _upper_edge(index: int) -> float:
@@ -169,8 +173,44 @@ class StatsCollector(Collector):
             "maxConnections were open.",
             labels=("inbound",),
         )
+        compared = CounterMetricFamily(
+            "nfork_compared",
+            "Requests whose candidate's answer was compared with the primary's.",
+            labels=_COMPARE_LABELS,
+        )
+        differing = CounterMetricFamily(
+            "nfork_compare_differing",
+            "Compared requests where the candidate differed on a field the "
+            "baseline agreed on.",
+            labels=_COMPARE_LABELS,
+        )
+        compare_skipped = CounterMetricFamily(
+            "nfork_compare_skipped",
+            "Requests not compared for the candidate (comparisons behind, or "
+            "the copy dropped).",
+            labels=_COMPARE_LABELS,
+        )
+        endpoint_differing = CounterMetricFamily(
+            "nfork_compare_endpoint_differing",
+            f"Differing requests per endpoint, for the top {COMPARE_TOP_ENDPOINTS} "
+            "endpoints of each inbound.",
+            labels=(*_COMPARE_LABELS, "endpoint"),
+        )
         for config in self._controller.configs():
             running = self._controller.inbound(config.name)
+            comparer = running.routing.comparer
+            if comparer is not None:
+                for candidate, done, differ, skip in comparer.counters():
+                    labels = [config.name, candidate]
+                    compared.add_metric(labels, done)
+                    differing.add_metric(labels, differ)
+                    compare_skipped.add_metric(labels, skip)
+                for candidate, endpoint, count in comparer.endpoint_differing(
+                    COMPARE_TOP_ENDPOINTS
+                ):
+                    endpoint_differing.add_metric(
+                        [config.name, candidate, endpoint], count
+                    )
             connections.add_metric([config.name], len(running.factory.connections))
             refused.add_metric([config.name], running.factory.refused)
             routing = running.routing
@@ -206,6 +246,10 @@ class StatsCollector(Collector):
             inflight,
             connections,
             refused,
+            compared,
+            differing,
+            compare_skipped,
+            endpoint_differing,
         )
 
 
