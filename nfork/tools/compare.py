@@ -21,7 +21,7 @@ from urllib.parse import quote, urlencode
 import treq
 from attrs import frozen
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
@@ -46,6 +46,8 @@ DIFFERENCE = 1
 """Exit status with C{--fail-on difference} when a difference is reported."""
 UNAVAILABLE = 2
 """Exit status when there is no report to judge (argparse's usage status too)."""
+SAMPLE_REQUESTS = 8
+"""Requests for examples in flight at once (one per difference shown)."""
 
 
 class ReportUnavailable(Exception):
@@ -142,12 +144,17 @@ async def fetch_report(
     if options.as_json:
         return report, examples
     wanted = difference_fields(report, top_fields=options.top_fields)
+    slots = DeferredSemaphore(SAMPLE_REQUESTS)
 
     async def example(candidate: str, endpoint: str, field: str) -> None:
-        samples = await client.get(
-            f"{base}/{quote(candidate, safe='')}/samples",
-            {"endpoint": endpoint, "field": field},
-        )
+        await slots.acquire()
+        try:
+            samples = await client.get(
+                f"{base}/{quote(candidate, safe='')}/samples",
+                {"endpoint": endpoint, "field": field},
+            )
+        finally:
+            slots.release()
         if isinstance(samples, list):
             found = example_values(samples, field)
             if found is not None:
