@@ -27,6 +27,9 @@ from tests.support.configs import inbound_json, write_config
 from tests.support.json_app import NOISE, REGRESSIONS, VARIANTS
 from tests.support.process import TwistdProcess
 
+NFORK = Path(sys.executable).with_name("nfork")
+"""The console script (`make test` installs nfork)."""
+
 REQUESTS = 1500
 """Requests sent through each inbound."""
 
@@ -168,3 +171,58 @@ def test_the_report_names_exactly_the_candidates_regressions(
             assert (endpoint, field) in noise
     # With an ignore rule, they are not compared at all.
     assert _verdicts(reports["withignore"], "noise") == set()
+
+
+def test_a_recording_with_answers_replayed_to_the_candidate_fails_the_gate(
+    tmp_path: Path, apps: dict[str, int]
+) -> None:
+    """Record the primary's answers with a file sink, replay to the candidate."""
+    recording = tmp_path / "recording.jsonl"
+    config = write_config(
+        tmp_path / "nfork.json",
+        inbound_json(
+            "recorded",
+            out={
+                "primary": f"127.0.0.1:{apps['primary']}",
+                "rec": {"addr": f"file://{recording}", "answers": True},
+            },
+            active="primary",
+        ),
+    )
+    with TwistdProcess("--config", str(config), cwd=str(tmp_path)) as twistd:
+        sent = _traffic(twistd.listening_port("recorded"), 300, seed=7)
+        assert twistd.terminate() == 0
+        assert "Traceback" not in twistd.output()
+    records = [json.loads(line) for line in recording.read_text().splitlines()]
+    assert len(records) == sent
+    assert all(record["answer"]["status"] == 200 for record in records)
+
+    settings = tmp_path / "compare.json"
+    settings.write_text(json.dumps({"ignore": list(NOISE)}))
+    command = [
+        str(NFORK),
+        "replay",
+        str(recording),
+        "--to",
+        f"http://127.0.0.1:{apps['candidate']}",
+        "--rate",
+        "2000",
+        "--compare",
+        "--compare-settings",
+        str(settings),
+        "--fail-on",
+        "difference",
+    ]
+    replayed = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert replayed.returncode == 1, replayed.stdout + replayed.stderr
+    reported = {
+        line.split()[1]
+        for line in replayed.stdout.splitlines()
+        if line.strip().startswith("difference ")
+    }
+    assert reported == {field for _, field in REGRESSIONS}, replayed.stdout
+    # The same recording replayed to the primary's code passes the gate.
+    command[4] = f"http://127.0.0.1:{apps['baseline']}"
+    replayed = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert "verdict: " in replayed.stdout
