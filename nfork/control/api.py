@@ -64,6 +64,7 @@ from nfork.control.controller import (
     UnknownInbound,
     UnknownOutbound,
 )
+from nfork.control.dashboard import Dashboard, is_dashboard_path
 from nfork.control.klog import LogRing, parse_level
 from nfork.control.metrics import metrics_registry
 from nfork.control.profiling import (
@@ -683,7 +684,12 @@ class ControlAPI:
 
 
 class ControlResource(Resource):
-    """Browser rules, token and body size; then the raw path goes to Klein."""
+    """Browser rules, token and body size; then the raw path goes to Klein.
+
+    The dashboard's files (C{/ui/}) are served without the token, under
+    the C{Host} rule: the page asks for the token and sends it with every
+    API call it makes.
+    """
 
     isLeaf = True
     _log = Logger()
@@ -693,11 +699,13 @@ class ControlResource(Resource):
         routes: KleinResource,
         token: str | None,
         hosts: ControlHosts | None = None,
+        dashboard: Dashboard | None = None,
     ) -> None:
         super().__init__()
         self._routes = routes
         self._expected = None if token is None else f"Bearer {token}".encode()
         self._hosts = hosts
+        self._dashboard = dashboard if dashboard is not None else Dashboard()
 
     def render(self, request: IRequest) -> Any:
         """Refuse a browser's request (403), a missing token (401) or a large
@@ -707,6 +715,8 @@ class ControlResource(Resource):
         if refusal is not None:
             self._refused(request, path, refusal)
             return _json(request, 403, {"error": refusal})
+        if is_dashboard_path(path):
+            return self._dashboard.render(request)
         if (
             self._expected is not None
             and path not in OPEN_PATHS
