@@ -1,7 +1,7 @@
 """The C{nfork} command: subcommands that are not the proxy itself.
 
 The proxy runs under twistd (C{twistd nfork --config FILE}); this command
-holds the tools around it: C{nfork replay} and C{nfork compare}.
+holds the tools around it: C{nfork replay}, C{nfork compare} and C{nfork ctl}.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from twisted.internet.task import react
 
 from nfork import __version__
 from nfork.config.durations import parse_duration
+from nfork.tools.ctl import add_ctl_parser, run_ctl
 
 __all__ = ["main", "parser"]
 
@@ -162,6 +163,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="how long each request to the API may take (default 10s)",
     )
+    add_ctl_parser(commands)
     return top
 
 
@@ -172,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         _replay(args)
     elif args.command == "compare":
         _compare(args)
+    elif args.command == "ctl":
+        run_ctl(args, parser().error)
 
 
 def _compare(args: argparse.Namespace) -> None:
