@@ -293,6 +293,26 @@ def test_the_dashboard_shows_live_stats_and_switches_the_active_outbound(
             dark(browser, False)
             browser.execute_script("window.scrollTo(0, 0)")
 
+            # Reset the comparison's counters.
+            before = request(f"{api}/v1/nfork/web/compare")[1]
+            browser.find_element(
+                By.CSS_SELECTOR, '[data-action="reset-compare"]'
+            ).click()
+            browser.find_element(By.ID, "confirm-ok").click()
+            until(
+                browser,
+                lambda: (
+                    not browser.find_element(By.ID, "confirm-dialog").is_displayed()
+                ),
+                "the reset done",
+            )
+            after = request(f"{api}/v1/nfork/web/compare")[1]
+            compared = [
+                report["candidates"]["staging"]["compared"]
+                for report in (before, after)
+            ]
+            assert compared[1] < compared[0], compared
+
             # An API error is shown with the API's own message.
             inbound.find_element(By.XPATH, ".//button[text()='Add outbound']").click()
             dialog = browser.find_element(By.ID, "confirm-dialog")
@@ -330,6 +350,36 @@ def test_the_dashboard_shows_live_stats_and_switches_the_active_outbound(
             )
             assert "is-active" not in classes(outbound_card(browser, "web", "prod"))
             assert request(f"{api}/v1/nfork/web")[1]["active"] == "staging"
+
+            # A shadow's sample rate: its address is kept.
+            canary = outbound_card(browser, "web", "canary")
+            canary.find_element(By.CSS_SELECTOR, '[data-action="sample"]').click()
+            rate = browser.find_element(By.ID, "field-sample")
+            assert rate.get_attribute("value") == "0.5"
+            rate.clear()
+            rate.send_keys("0.25\n")
+            until(
+                browser,
+                lambda: "sample 0.25" in outbound_card(browser, "web", "canary").text,
+                "the new sample rate",
+            )
+            out = request(f"{api}/v1/nfork/web")[1]["out"]
+            assert out["canary"] == {"addr": backends[2], "sample": 0.25}
+
+            # Remove a shadow.
+            canary = outbound_card(browser, "web", "canary")
+            canary.find_element(By.CSS_SELECTOR, '[data-action="remove"]').click()
+            browser.find_element(By.ID, "confirm-ok").click()
+            until(
+                browser,
+                lambda: (
+                    not browser.find_elements(
+                        By.CSS_SELECTOR, '[data-outbound="canary"]'
+                    )
+                ),
+                "canary removed",
+            )
+            assert "canary" not in request(f"{api}/v1/nfork/web")[1]["out"]
 
             viewport(browser, 390, 844, mobile=True)
             until(
