@@ -17,6 +17,7 @@
     history: new Map(), // "inbound\0outbound" -> [{t, rate, fail, p99}]
     selection: new Map(), // inbound name -> {candidate, endpoint, field, sample, error}
     lastOk: null,
+    pointerDown: false,
   };
 
   const $ = (selector) => document.querySelector(selector);
@@ -632,9 +633,12 @@
       view.compareKey = null;
       return;
     }
-    // Rebuilt only when the report changed: a row does not move under the pointer.
+    // Rebuilt only when the report changed, and not while a button is being
+    // pressed (the click would be lost) or text in it is selected.
     const key = JSON.stringify(report);
     if (key === view.compareKey) return;
+    const selected = window.getSelection();
+    if (state.pointerDown || (selected && !selected.isCollapsed && view.compare.contains(selected.anchorNode))) return;
     view.compareKey = key;
     const selection = state.selection.get(inbound);
     const candidates = Object.entries(report.candidates || {});
@@ -749,6 +753,15 @@
       if (!state.paused) refresh();
     });
     window.addEventListener("error", (event) => showError(`dashboard error: ${event.message}`));
+    document.addEventListener("pointerdown", () => {
+      state.pointerDown = true;
+    });
+    document.addEventListener("pointerup", () => {
+      state.pointerDown = false;
+    });
+    document.addEventListener("pointercancel", () => {
+      state.pointerDown = false;
+    });
     refresh();
   }
 
