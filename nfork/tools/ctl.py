@@ -41,6 +41,7 @@ from twisted.web.http_headers import Headers
 from nfork.tools.ctl_tables import inbounds_table, stats_table
 
 __all__ = [
+    "CLEAR",
     "DEFAULT_CONTROL",
     "ENV_CONTROL",
     "ENV_TOKEN_FILE",
@@ -62,7 +63,7 @@ ENV_TOKEN_FILE = "NFORK_TOKEN_FILE"
 FAILED = 1
 """Exit status when the API refuses, cannot be reached, or a file cannot be read."""
 
-_CLEAR = "\x1b[H\x1b[2J"
+CLEAR = "\x1b[H\x1b[2J"
 """Moves the cursor home and clears a terminal, before each redraw."""
 
 
@@ -290,6 +291,9 @@ def _unreachable_reason(error: Exception, timeout: float) -> str:
     if isinstance(error, (ConnectTimeoutError, DeferredTimeoutError, CancelledError)):
         return f"no answer within {timeout:g}s"
     if isinstance(error, ResponseNeverReceived):
+        # treq's timeout cancels the request: the reason is a CancelledError.
+        if any(reason.check(CancelledError) for reason in error.reasons):
+            return f"no answer within {timeout:g}s"
         return "the connection closed without an answer"
     return str(error) or type(error).__name__
 
@@ -485,7 +489,7 @@ async def _watch(
 ) -> None:
     """Print the command's output every C{interval} until Ctrl-C or C{count}."""
     isatty = getattr(stdout, "isatty", None)
-    clear = _CLEAR if isatty and isatty() and not options.as_json else ""
+    clear = CLEAR if isatty and isatty() and not options.as_json else ""
     pause: Deferred[None] | None = None
     stopping = False
     done: Deferred[None] = Deferred()

@@ -13,7 +13,13 @@ from typing import Any
 from nfork.config.durations import parse_duration
 from nfork.config.model import DEFAULT_STATS_WINDOW
 
-__all__ = ["format_table", "inbounds_table", "stats_table"]
+__all__ = [
+    "STATS_HEADERS",
+    "format_table",
+    "inbounds_table",
+    "stats_table",
+    "window_seconds",
+]
 
 NO_VALUE = "-"
 """A cell with nothing to show (no latency in an empty window, no options)."""

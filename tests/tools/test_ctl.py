@@ -27,10 +27,18 @@ import attrs
 import pytest
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from nfork.tools.cli import parser
-from nfork.tools.ctl import DEFAULT_CONTROL, FAILED, ctl_main, ctl_options
+from nfork.tools.ctl import (
+    CLEAR,
+    DEFAULT_CONTROL,
+    FAILED,
+    CtlOptions,
+    ctl_main,
+    ctl_options,
+)
 from nfork.tools.ctl_tables import stats_table
 from tests.support.backends import ThreadedBackend
 from tests.support.configs import inbound_json
@@ -229,11 +237,37 @@ class CtlTests(TestCase):
         out = yield self.succeed(
             "stats", "web", "--watch", "--count", "3", "--interval", "0.05"
         )
-        tables = out.split("INBOUND")
-        assert len(tables) == 4  # the text before the first, then three tables
-        assert all("prod (active)" in table for table in tables[1:])
-        # Not a terminal: no escape sequences.
+        # Not a terminal: the tables follow one another, a blank line between.
+        tables = out.split("\n\n")
+        assert len(tables) == 3
+        assert all(t.startswith("INBOUND") for t in tables)
+        assert all("prod (active)" in t for t in tables)
         assert "\x1b" not in out
+
+    @inlineCallbacks
+    def test_stats_watch_clears_a_terminal_before_each_table(self) -> Any:
+        terminal = _Terminal()
+        args = parser().parse_args(
+            ["ctl", "--control", self.running.control, "stats", "web", "--watch"]
+        )
+        options = attrs.evolve(
+            ctl_options(args, {"NFORK_TOKEN_FILE": self.running.token_file}),
+            count=2,
+            interval=0.05,
+        )
+        yield Deferred.fromCoroutine(ctl_main(reactor, options, stdout=terminal))
+        tables = terminal.getvalue().split(CLEAR)
+        assert tables[0] == ""
+        assert [t.split()[0] for t in tables[1:]] == ["INBOUND", "INBOUND"]
+
+    @inlineCallbacks
+    def test_stats_watch_json_is_one_document_per_line(self) -> Any:
+        out = yield self.succeed(
+            "stats", "--json", "--watch", "--count", "2", "--interval", "0.05"
+        )
+        documents = [json.loads(line) for line in out.splitlines()]
+        assert len(documents) == 2
+        assert all(d["web"]["prod"]["total"]["requests"] == REQUESTS for d in documents)
 
     @inlineCallbacks
     def test_stats_of_an_unknown_inbound_prints_the_apis_message(self) -> Any:
@@ -368,6 +402,39 @@ class CtlTests(TestCase):
             )
         assert exited.value.code == FAILED
         assert stderr.getvalue().startswith("nfork ctl: missing or wrong token")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class SilentAPITests(TestCase):
+    """A control address that accepts connections and never answers."""
+
+    timeout = 10
+
+    def test_no_answer_within_the_timeout(self) -> Any:
+        port = cast(Any, reactor).listenTCP(
+            0, Factory.forProtocol(Protocol), interface="127.0.0.1"
+        )
+        self.addCleanup(port.stopListening)
+        control = f"http://127.0.0.1:{port.getHost().port}"
+        stderr = io.StringIO()
+        options = CtlOptions("ls", control=control, timeout=0.2)
+        d = Deferred.fromCoroutine(
+            ctl_main(reactor, options, stdout=io.StringIO(), stderr=stderr)
+        )
+
+        def exited(failure: Any) -> None:
+            failure.trap(SystemExit)
+            assert failure.value.code == FAILED
+            assert stderr.getvalue() == (
+                f"nfork ctl: cannot reach nfork's control API at {control}: "
+                "no answer within 0.2s\n"
+            )
+
+        return d.addCallbacks(lambda _: self.fail("no error"), exited)
 
 
 def _free_port() -> int:
