@@ -27,6 +27,7 @@ from nfork.config.errors import (
     quote,
     unknown_key,
 )
+from nfork.config.sizes import parse_size
 
 __all__ = [
     "COMPARE_KEYS",
@@ -280,7 +281,7 @@ def parse_compare(value: object) -> CompareConfig:
     """Read an inbound's C{compare} object (or a REST request's body).
 
     Checks what only JSON can get wrong (types, unknown and duplicate keys);
-    the model checks the values.  C{maxBody} is a number of bytes.
+    the model checks the values.  C{maxBody} is a size (L{parse_size}).
 
     @raise ConfigError: naming the key (C{compare.<key>}); the caller adds
         the inbound.
@@ -310,8 +311,15 @@ def parse_compare(value: object) -> CompareConfig:
     ):
         if key in value:
             options[attribute] = _string_list(value, key, what)
+    if "maxBody" in value:
+        try:
+            options["max_body"] = parse_size(value["maxBody"])
+        except ValueError as e:
+            problem = str(e)
+            if not isinstance(value["maxBody"], str):
+                problem += f", got {describe(value['maxBody'])}"
+            raise config_error(problem, key=_key("maxBody")) from None
     for key, attribute, hint in (
-        ("maxBody", "max_body", "a number of bytes such as 1048576 (1 MiB)"),
         ("samples", "samples", "an integer"),
         ("queue", "queue", "an integer"),
     ):

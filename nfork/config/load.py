@@ -49,6 +49,7 @@ from nfork.config.model import (
     OutboundConfig,
     valid_name,
 )
+from nfork.config.sizes import parse_size
 
 __all__ = [
     "check_unique",
@@ -168,6 +169,18 @@ def _integer(obj: dict[str, Any], key: str, default: int) -> int:
         raise config_error(f"expected an integer, got {describe(value)}", key=key)
     result: int = value
     return result
+
+
+def _size(obj: dict[str, Any], key: str, default: int) -> int:
+    """A byte size: an integer, or a string such as C{"1MiB"}."""
+    if key not in obj:
+        return default
+    try:
+        return parse_size(obj[key])
+    except ValueError as e:
+        if isinstance(obj[key], str):
+            raise config_error(str(e), key=key) from None
+        raise config_error(f"{e}, got {describe(obj[key])}", key=key) from None
 
 
 def _networks(obj: dict[str, Any], key: str) -> tuple[IPNetwork, ...]:
@@ -363,8 +376,8 @@ def parse_inbound(obj: object, *, index: int = 0) -> InboundConfig:
             timeout_code=_integer(obj, "timeoutCode", DEFAULT_TIMEOUT_CODE),
             error_code=_integer(obj, "errorCode", DEFAULT_ERROR_CODE),
             idle_conn=_integer(obj, "idleConn", DEFAULT_IDLE_CONN),
-            max_body=_integer(obj, "maxBody", 0) if "maxBody" in obj else None,
-            mirror_body=_integer(obj, "mirrorBody", DEFAULT_MIRROR_BODY),
+            max_body=_size(obj, "maxBody", 0) if "maxBody" in obj else None,
+            mirror_body=_size(obj, "mirrorBody", DEFAULT_MIRROR_BODY),
             stats_window=_duration(obj, "statsWindow", DEFAULT_STATS_WINDOW),
             request_body_timeout=_duration(
                 obj, "requestBodyTimeout", DEFAULT_REQUEST_BODY_TIMEOUT

@@ -215,10 +215,17 @@ def test_an_empty_ignore_headers_list_compares_every_header() -> None:
             id="endpoint_invalid",
         ),
         pytest.param(
-            {"maxBody": "1MiB"},
+            {"maxBody": "1.5MiB"},
             "compare.maxBody",
-            'expected a number of bytes such as 1048576 (1 MiB), got the string "1MiB"',
-            id="max_body_string",
+            'expected a number of bytes, or a size such as "64KiB" or "1MiB", '
+            'got "1.5MiB"',
+            id="max_body_bad_size",
+        ),
+        pytest.param(
+            {"maxBody": 1.5},
+            "compare.maxBody",
+            "or a size such as",
+            id="max_body_float",
         ),
         pytest.param(
             {"maxBody": 0},
@@ -370,3 +377,11 @@ def test_compare_is_a_reserved_name(where: str) -> None:
         expected = 'the outbound name "compare" is reserved'
     with pytest.raises(ConfigError, match=expected):
         load_inbounds(obj)
+
+
+def test_sizes_are_read_with_their_unit() -> None:
+    (config,) = load_inbounds(
+        inbound_json(maxBody="2MiB", mirrorBody="64KiB", compare={"maxBody": "256KiB"})
+    )
+    assert (config.max_body, config.mirror_body) == (2 * 1024**2, 64 * 1024)
+    assert config.compare is not None and config.compare.max_body == 256 * 1024
