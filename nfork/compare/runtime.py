@@ -191,7 +191,7 @@ class Comparer:
             "inbound": self.inbound,
             "primary": self.primary,
             "baseline": self.baseline,
-            "settings": self.settings.to_json(),
+            "settings": self.settings.to_json(full=True),
             "queue": {"pending": self.pending, "limit": self.settings.queue},
         }
         candidates = self.tally.report()["candidates"]
