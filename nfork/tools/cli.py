@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "compare":
         _compare(args)
     elif args.command == "ctl":
-        run_ctl(args, parser().error)
+        run_ctl(args)
 
 
 def _compare(args: argparse.Namespace) -> None:

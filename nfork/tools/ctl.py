@@ -151,6 +151,7 @@ def add_ctl_parser(commands: Any) -> argparse.ArgumentParser:
         "Exit status: 0; 1 when the API refuses (its message is printed) or "
         "cannot be reached; 2 for a usage error.",
     )
+    ctl.set_defaults(ctl_parser=ctl)
     after = [_common_options(suppress=True)]
     sub = ctl.add_subparsers(dest="ctl_command", metavar="SUBCOMMAND", required=True)
     sub.add_parser("ls", parents=after, help="list the inbounds and their outbounds")
@@ -241,7 +242,8 @@ def ctl_options(args: argparse.Namespace, environ: Mapping[str, str]) -> CtlOpti
     """The options of a parsed C{nfork ctl} command line.
 
     @param environ: where C{NFORK_CONTROL} and C{NFORK_TOKEN_FILE} are read.
-    @raise ValueError: when the control address is not one.
+    @raise ValueError: when the control address is not one, or C{--count}
+        is given without C{--watch}.
     """
     command = args.ctl_command
     arguments = tuple(
@@ -249,7 +251,14 @@ def ctl_options(args: argparse.Namespace, environ: Mapping[str, str]) -> CtlOpti
         for value in (getattr(args, name) for name in _ARGUMENTS[command])
         if value is not None
     )
-    control = args.control or environ.get(ENV_CONTROL) or DEFAULT_CONTROL
+    if args.control:
+        control, source = args.control, "--control"
+    else:
+        control, source = environ.get(ENV_CONTROL) or DEFAULT_CONTROL, f"${ENV_CONTROL}"
+    try:
+        url = control_url(control)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
     watch = bool(getattr(args, "watch", False))
     count = getattr(args, "count", None)
     if count is not None and not watch:
@@ -257,7 +266,7 @@ def ctl_options(args: argparse.Namespace, environ: Mapping[str, str]) -> CtlOpti
     return CtlOptions(
         command=command,
         arguments=arguments,
-        control=control_url(control),
+        control=url,
         token_file=args.token_file or environ.get(ENV_TOKEN_FILE) or None,
         as_json=args.json,
         watch=watch,
@@ -559,16 +568,15 @@ async def ctl_main(
         await pool.closeCachedConnections()
 
 
-def run_ctl(args: argparse.Namespace, fail: Callable[[str], object]) -> None:
+def run_ctl(args: argparse.Namespace) -> None:
     """C{nfork ctl} from its parsed command line: the reactor runs until done.
 
-    @param fail: reports a usage error (argparse's C{error}: exit status 2).
+    A usage error found after parsing exits with status 2, as argparse's own.
     """
     from twisted.internet.task import react
 
     try:
         options = ctl_options(args, os.environ)
     except ValueError as e:
-        fail(str(e))
-        return
+        args.ctl_parser.error(str(e))
     react(ctl_main, (options,))

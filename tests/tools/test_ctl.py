@@ -516,7 +516,11 @@ def test_usage_errors_exit_2() -> None:
     assert "the following arguments are required: OUTBOUND" in result.stderr
     result = _nfork("ctl", "--control", "ftp://host:1", "ls")
     assert result.returncode == 2
-    assert "expected host:port or an http(s):// URL" in result.stderr
+    assert result.stderr.startswith("usage: nfork ctl ")
+    assert "--control: expected host:port or an http(s):// URL" in result.stderr
+    result = _nfork("ctl", "ls", env={"NFORK_CONTROL": "ftp://host:1"})
+    assert result.returncode == 2
+    assert "$NFORK_CONTROL: expected host:port" in result.stderr
 
 
 class OptionsTests(SynchronousTestCase):
