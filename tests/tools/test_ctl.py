@@ -454,12 +454,13 @@ def _environ() -> dict[str, str]:
 
 
 def _nfork(
-    *argv: str, env: dict[str, str] | None = None
+    *argv: str, env: dict[str, str] | None = None, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
     """The real C{nfork} command, run to its end."""
     return subprocess.run(
         [NFORK, *argv],
         env={**_environ(), **(env or {})},
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=30,
@@ -477,6 +478,19 @@ def test_the_nfork_command_reads_the_address_and_token_from_the_environment(
     )
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout.splitlines()[1].startswith("web ")
+
+
+def test_add_reads_the_inbound_from_standard_input(running: Running) -> None:
+    prod, _ = running.backends
+    inbound = inbound_json("piped", out={"prod": prod.address})
+    env = {"NFORK_CONTROL": running.control, "NFORK_TOKEN_FILE": running.token_file}
+    try:
+        result = _nfork("ctl", "add", "-", "--json", env=env, stdin=json.dumps(inbound))
+        assert (result.returncode, result.stderr) == (0, "")
+        assert json.loads(result.stdout)["name"] == "piped"
+        assert running.nfork.api("/v1/nfork/piped")["out"] == {"prod": prod.address}
+    finally:
+        _nfork("ctl", "rm", "piped", env=env)
 
 
 def test_ctrl_c_ends_watch_with_status_0(running: Running) -> None:
