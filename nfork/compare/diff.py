@@ -7,8 +7,9 @@ cost follows the differences, not the document's size.
 
 JSON has a single number type: C{1} and C{1.0} are the same value.  A
 number is never equal to a boolean (C{1} against C{true} is a C{type}
-difference), which Python's C{1 == True} would hide: numbers are parsed
-into marked pairs so that C{==} stays exact.
+difference), which Python's C{1 == True} would hide: L{same_json} keeps
+C{==} exact.  Bodies are parsed with orjson, about three times as fast as
+the standard parser, since parsing is most of a comparison's cost.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 from attrs import define, field, frozen
 
 from nfork.compare.decode import decode_body
@@ -71,26 +73,18 @@ class CompareRules:
         return prepared
 
 
-_NUMBER = object()
-"""The first element of a parsed number's pair: no JSON value is this object."""
+def _parse(data: bytes) -> Any:
+    """The JSON document in C{data} (orjson: about 3x the standard parser).
 
-
-def _parse_int(text: str) -> tuple[object, int]:
-    return (_NUMBER, int(text))
-
-
-def _parse_float(text: str) -> tuple[object, float]:
-    return (_NUMBER, float(text))
-
-
-def _parse_constant(text: str) -> tuple[object, str]:
-    # NaN and Infinity are not JSON, but Python's parser accepts them.
-    return (_NUMBER, text)
-
-
-_DECODER = json.JSONDecoder(
-    parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant
-)
+    Integers over 64 bits are read as floating-point numbers, as a
+    JavaScript client reads them.  orjson refuses what is not strict JSON
+    (NaN, lone surrogates, documents nested over 1024 levels): the standard
+    parser then tries, and a body neither can parse is compared as bytes.
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data.decode("utf-8"))
 
 
 @frozen
@@ -102,9 +96,10 @@ class BodyBytes:
 
 @frozen
 class BodyJSON:
-    """A parsed JSON body (numbers as marked pairs)."""
+    """A parsed JSON body."""
 
-    document: Any
+    document: Any = field(eq=False)
+    """Compared with L{same_json}, not C{==} (which equates 1 and true)."""
     length: int = field(eq=False)
     """Bytes of the decoded body, for the summary of a C{body} difference."""
 
@@ -141,7 +136,7 @@ class _Walk:
         """Record a difference; False once the list is full."""
         if len(self.found) >= MAX_DIFFERENCES:
             return False
-        self.found.append(Difference(where, kind, _plain(primary), _plain(other)))
+        self.found.append(Difference(where, kind, primary, other))
         return True
 
 
@@ -230,7 +225,7 @@ def _body(
             data = decoded.data
     if _looks_json(data, content_type):
         try:
-            return BodyJSON(_DECODER.decode(data.decode("utf-8")), len(data))
+            return BodyJSON(_parse(data), len(data))
         except (ValueError, RecursionError):
             pass
     return BodyBytes(data)
@@ -273,7 +268,10 @@ def _diff_bodies(
     walk: _Walk,
 ) -> None:
     """Compare two bodies according to what each turned out to be."""
-    if mine == theirs:
+    if isinstance(mine, BodyJSON) and isinstance(theirs, BodyJSON):
+        if same_json(mine.document, theirs.document):
+            return
+    elif mine == theirs:
         return
     progress = walk.rules.start()
     if progress is None:
@@ -313,7 +311,7 @@ def _diff_objects(
     ignore = walk.rules
     for key, value in a.items():
         other = b.get(key, _ABSENT)
-        if other is not _ABSENT and value == other:
+        if other is not _ABSENT and same_json(value, other):
             continue
         below = ignore.descend(progress, key)
         if below is None:
@@ -341,7 +339,7 @@ def _diff_arrays(
     if len(a) != len(b) and not walk.add(where, "length", len(a), len(b)):
         return False
     for index, (value, other) in enumerate(zip(a, b, strict=False)):
-        if value == other:
+        if same_json(value, other):
             continue
         below = ignore.descend(progress, index)
         if below is None:
@@ -364,27 +362,42 @@ def _diff_arrays(
 _ABSENT = object()
 
 
+def same_json(a: Any, b: Any) -> bool:
+    """Whether two parsed JSON values are the same, as JSON sees them.
+
+    C{==} does almost all of it, in C, but Python's C{1 == True} would hide
+    a number turned boolean: a boolean is never equal to a number, and two
+    containers equal under C{==} are checked once more by their
+    serialization (a fast C call, only for containers found equal), which
+    tells C{true} from C{1}.  When the serializations differ for another
+    reason (key order, C{1} against C{1.0}), the walk finds no difference.
+    """
+    if a.__class__ is not b.__class__:
+        if a.__class__ is bool or b.__class__ is bool:
+            return False
+        return bool(a == b)  # 1 and 1.0: one JSON number
+    if a != b:
+        return False
+    if a.__class__ is dict or a.__class__ is list:
+        try:
+            return orjson.dumps(a) == orjson.dumps(b)
+        except TypeError:
+            # What only the standard parser read (a lone surrogate, a huge
+            # integer) only the standard serializer writes.
+            return json.dumps(a) == json.dumps(b)
+    return True
+
+
 def _type(value: Any) -> str:
     """The JSON type word of a parsed value."""
-    if isinstance(value, tuple):
+    if value is True or value is False:
+        return "boolean"
+    if isinstance(value, int | float):
         return "number"
     if isinstance(value, str):
         return "string"
-    if isinstance(value, bool):
-        return "boolean"
     if value is None:
         return "null"
     if isinstance(value, dict):
         return "object"
     return "array"
-
-
-def _plain(value: Any) -> object:
-    """A parsed value back in plain JSON-ready form (numbers unmarked)."""
-    if isinstance(value, tuple):
-        return value[1]
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value

@@ -68,6 +68,30 @@ def test_booleans_never_equal_numbers_even_inside_equal_looking_subtrees():
         Difference("$.x.on", "type", "boolean", "number")
     ]
     assert diff([False], [0]) == [Difference("$[0]", "type", "boolean", "number")]
+    # Deep inside subtrees that == finds equal, beside a field that differs.
+    primary = {"id": "a", "user": {"flags": [True, {"ok": False}]}, "n": 1}
+    other = {"id": "b", "user": {"flags": [1, {"ok": 0}]}, "n": 1.0}
+    assert diff(primary, other) == [
+        Difference("$.id", "value", "a", "b"),
+        Difference("$.user.flags[0]", "type", "boolean", "number"),
+        Difference("$.user.flags[1].ok", "type", "boolean", "number"),
+    ]
+
+
+def test_key_order_is_not_a_difference():
+    assert diff(b'{"a": {"x": 1, "y": [1, 2]}}', b'{"a": {"y": [1, 2], "x": 1}}') == []
+
+
+def test_what_only_the_standard_parser_reads_still_compares():
+    # Integers over 64 bits are read as floating-point numbers (as a
+    # JavaScript client reads them).
+    big = b"1" + b"0" * 30
+    assert diff(b'{"a": [' + big + b"]}", b'{"a": [' + big + b"]}") == []
+    assert diff(b'{"a": [' + big + b"]}", b'{"a": [' + big + b"1]}") == [
+        Difference("$.a[0]", "value", 1e30, 1e31)
+    ]
+    lone = b'{"s": ["\\ud800"], "t": 1}'
+    assert diff(lone, lone.replace(b"1}", b"2}")) == [Difference("$.t", "value", 1, 2)]
 
 
 def test_one_and_one_point_zero_are_the_same_number():
