@@ -38,9 +38,9 @@ __all__ = [
     "build_comparer",
 ]
 
-CPU_SHARE = 0.2
+CPU_SHARE = 0.1
 """The largest share of wall-clock time spent comparing, per second."""
-_SLICE = 0.005
+_SLICE = 0.002
 """Seconds of comparing before the reactor gets back to the connections."""
 _WINDOW = 1.0
 """Seconds over which L{CPU_SHARE} is measured."""
@@ -125,7 +125,16 @@ class Comparer:
         """Every answer of C{job} is in: queue it."""
         self._queue.append(job)
         if self._call is None:
-            self._call = self._clock.callLater(0, self._drain)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        """Drain the queue at once, or when the next window opens if this
+        window's share of the CPU is spent."""
+        now = self._clock.seconds()
+        delay = 0.0
+        if self._spent >= CPU_SHARE * _WINDOW:
+            delay = max(0.0, self._window_start + _WINDOW - now)
+        self._call = self._clock.callLater(delay, self._drain)
 
     def _drain(self) -> None:
         """Compare queued jobs for one slice, within the CPU share."""
@@ -147,11 +156,7 @@ class Comparer:
         finally:
             self._spent += timer() - start
         if queue:
-            if self._spent >= CPU_SHARE * _WINDOW:
-                delay = max(0.0, self._window_start + _WINDOW - now)
-            else:
-                delay = 0.0
-            self._call = self._clock.callLater(delay, self._drain)
+            self._schedule()
 
     def _compare(self, job: ComparisonJob) -> None:
         """Diff each candidate's answer with the primary's and count it."""

@@ -156,6 +156,28 @@ class ComparingForkTests(SynchronousTestCase):
         self.assertEqual(comparer.report()["candidates"]["staging"]["compared"], 10)
         self.assertEqual(comparer.pending, 0)
 
+    def test_requests_arriving_one_by_one_wait_once_the_share_is_spent(self) -> None:
+        comparer = _comparer(self.h)
+        now = [0.0]
+
+        def timer() -> float:
+            now[0] += 0.06  # a comparison costs more than the share (0.1 s)
+            return now[0]
+
+        comparer._timer = timer
+        self.h.clock.advance(5)  # a fresh window
+        compared = []
+        for _ in range(3):
+            self._exchange(_body(), _body(), _body())
+            self.h.clock.advance(0)
+            compared.append(comparer.report()["candidates"]["staging"]["compared"])
+        # The first spends the window's share; the others wait for the next.
+        self.assertEqual(compared, [1, 1, 1])
+        self.h.clock.advance(1)
+        self.assertEqual(comparer.report()["candidates"]["staging"]["compared"], 2)
+        self.h.clock.advance(1)
+        self.assertEqual(comparer.report()["candidates"]["staging"]["compared"], 3)
+
     def test_a_dropped_candidate_copy_is_skipped(self) -> None:
         h = Harness(
             fork_config(
