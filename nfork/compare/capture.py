@@ -58,6 +58,13 @@ class AnswerCapture:
 
     def whole(self, response: ProxyResponse) -> None:
         """The answer came complete, body included."""
+        body = response.body
+        if self.answer is None and not self._length and len(body) <= self._limit:
+            # The usual case, in one step.
+            self._finish(
+                CapturedAnswer(response.code, response.headers, body, len(body))
+            )
+            return
         self.head(response)
         self.end()
 
