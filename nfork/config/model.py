@@ -467,8 +467,7 @@ class InboundConfig:
         for key, named in self.compare.named_outbounds() if self.compare else ():
             if named == name:
                 raise config_error(
-                    f"outbound {quote(name)} is named in {key}; change compare "
-                    "first",
+                    f"outbound {quote(name)} is named in {key}; change compare first",
                     inbound=self.name,
                 )
         return evolve(
