@@ -31,6 +31,7 @@ from nfork.compare.text import (
     format_report,
     has_difference,
 )
+from nfork.tools.token import read_token_file
 
 __all__ = [
     "DIFFERENCE",
@@ -67,22 +68,6 @@ class CompareOptions:
     top_fields: int = 5
     timeout: float = 10.0
     """Seconds each request to the control API may take."""
-
-
-def read_token_file(path: str) -> str:
-    """The token in the file at C{path}, without surrounding spaces.
-
-    @raise ValueError: if it cannot be read or holds no token.
-    """
-    try:
-        with open(path, "rb") as f:
-            token = f.read().decode("utf-8").strip()
-    except (OSError, UnicodeDecodeError) as e:
-        reason = getattr(e, "strerror", None) or e
-        raise ValueError(f"cannot read {path}: {reason}") from None
-    if not token:
-        raise ValueError(f"{path} is empty")
-    return token
 
 
 class _Client:

@@ -39,6 +39,7 @@ from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
 from twisted.web.http_headers import Headers
 
 from nfork.tools.ctl_tables import inbounds_table, stats_table
+from nfork.tools.token import read_token_file
 
 __all__ = [
     "CLEAR",
@@ -276,19 +277,14 @@ def ctl_options(args: argparse.Namespace, environ: Mapping[str, str]) -> CtlOpti
 
 
 def read_token(path: str) -> str:
-    """The token in the file at C{path}, without surrounding spaces.
+    """The token in the file at C{path} (L{read_token_file}).
 
     @raise CtlError: when it cannot be read or is empty.
     """
     try:
-        with open(path, "rb") as f:
-            token = f.read().decode("utf-8").strip()
-    except (OSError, UnicodeDecodeError) as e:
-        reason = getattr(e, "strerror", None) or str(e)
-        raise CtlError(f"cannot read the token file {path}: {reason}") from None
-    if not token:
-        raise CtlError(f"the token file {path} is empty")
-    return token
+        return read_token_file(path)
+    except ValueError as e:
+        raise CtlError(str(e)) from None
 
 
 def _unreachable_reason(error: Exception, timeout: float) -> str:

@@ -9,7 +9,6 @@ too).  Requests go through the real inbound, and the real comparer counts.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, cast
 
 import treq
@@ -25,6 +24,7 @@ from nfork.control.configfile import ConfigFile
 from nfork.control.controller import Controller
 from tests.support.backends import RecordingService
 from tests.support.configs import inbound_config
+from tests.support.files import temp_dir
 from tests.support.waiting import eventually
 
 TOKEN = "compare-token-0123456789"
@@ -50,8 +50,7 @@ class CompareAPITests(TestCase):
         self.addCleanup(self.controller.stop)
         self.pool = HTTPConnectionPool(reactor, persistent=False)
         self.addCleanup(self.pool.closeCachedConnections)
-        self.config_path = Path(self.mktemp())
-        self.config_path.parent.mkdir(parents=True, exist_ok=True)
+        self.config_path = temp_dir(self) / "nfork.json"
         self.changes = Changes(self.controller, ConfigFile(str(self.config_path)))
         self.serve(token=None)
 
