@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shlex
+import uuid
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -19,7 +21,12 @@ DEMO_BACKENDS = {"prod": 9081, "staging": 9082, "logging": 9083}
 
 
 class DemoBackend(Resource):
-    """A backend that answers with its own name and logs what it received."""
+    """A backend that answers with its own name and logs what it received.
+
+    C{/users/<id>} answers JSON, with a fresh C{requestId} each time (noise
+    the comparison ignores); staging's names the user C{fullName} instead
+    of C{name}: the regression the demo's comparison finds.
+    """
 
     isLeaf = True
     _log = Logger()
@@ -39,19 +46,28 @@ class DemoBackend(Resource):
             size=len(body),
             nfork=(request.getHeader(b"x-nfork") or b"-").decode("latin-1"),
         )
+        parts = request.path.decode("latin-1").strip("/").split("/")
+        if len(parts) == 2 and parts[0] == "users" and parts[1].isdigit():
+            key = "fullName" if self.name == "staging" else "name"
+            user = {"id": int(parts[1]), key: f"user {parts[1]}"}
+            user["requestId"] = str(uuid.uuid4())
+            request.setHeader(b"Content-Type", b"application/json")
+            return json.dumps(user).encode() + b"\n"
         request.setHeader(b"Content-Type", b"text/plain")
         request.setHeader(b"X-Backend", self.name.encode())
         return f"hello from {self.name}\n".encode()
 
 
 def demo_config() -> tuple[InboundConfig, ...]:
-    """The demo's inbound: 127.0.0.1:9080 forking to the three backends."""
+    """The demo's inbound: 127.0.0.1:9080 forking to the three backends,
+    comparing staging's answers with prod's."""
     out = ", ".join(
         f'"{name}": "127.0.0.1:{port}"' for name, port in DEMO_BACKENDS.items()
     )
     return load_config(
         f'[{{"name": "demo", "listen": "{DEMO_LISTEN}", "out": {{{out}}}, '
-        f'"active": "prod", "timeout": "1s"}}]'
+        f'"active": "prod", "timeout": "1s", '
+        f'"compare": {{"candidates": ["staging"], "ignore": ["$.requestId"]}}}}]'
     )
 
 
@@ -81,18 +97,25 @@ def demo_instructions(control: str | None, token_file: str | None = None) -> str
         "Try:",
         "  curl -i http://127.0.0.1:9080/hello            # answered by prod",
         "  curl -i -X POST -d 'x=1' http://127.0.0.1:9080/orders",
+        "  curl http://127.0.0.1:9080/users/42         # JSON: staging's differs",
     ]
     if control:
         base = f"http://{control}"
-        auth = ""
+        auth = token = ""
         if token_file:
             auth = f'-H "Authorization: Bearer $(cat {shlex.quote(token_file)})" '
+            token = f" --token-file {shlex.quote(token_file)}"
         lines += [
             f"  curl {auth}{base}/v1/nfork                 # the configuration",
             f"  curl {auth}{base}/v1/nfork/stats           # per-outbound stats",
             f"  curl -X POST {auth}{base}/v1/nfork/demo/staging/activate"
             "   # staging answers now",
             f"  curl {base}/metrics                  # Prometheus metrics",
+            f"  open {base}/ui/ in a browser        # the dashboard",
+            f"  .venv/bin/nfork ctl --control {base}{token} stats   "
+            "# the stats as a table",
+            f"  .venv/bin/nfork compare --control {base}{token} demo   "
+            "# how staging's answers differ from prod's",
         ]
     lines.append("Each backend logs what it received below. Stop with Ctrl-C.")
     return "\n".join(lines)
