@@ -23,6 +23,7 @@ from nfork.outbounds.api import IOutbound, IOutboundFactory, IOutboundValidator
 from nfork.outbounds.registry import factory_for
 from nfork.outbounds.sinks import SinkClosed
 from nfork.outbounds.sinks.file import (
+    WORKER_ENV,
     FileSink,
     FileSinkFactory,
     OutsideSinkDir,
@@ -31,6 +32,7 @@ from nfork.outbounds.sinks.file import (
     WriteFailed,
     check_sink_dir,
     thread_runner,
+    worker_file_path,
 )
 from nfork.outbounds.sinks.records import decode_record
 from nfork.proxy.fork import InboundFork, OutboundRoute, Routing
@@ -564,3 +566,55 @@ class AnswerRecordingTests(SynchronousTestCase):
         self.assertNotIn("answer", written[1])
         recorded = decode_record(Path(sink.path).read_bytes().splitlines()[0])
         self.assertEqual(recorded.answer, answer)
+
+
+def test_a_worker_writes_its_own_file_named_after_its_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(WORKER_ENV, "2")
+    config = parse_outbound(
+        "foo", "rec", {"addr": f"file://{tmp_path}/traffic.jsonl", "maxBytes": 10}
+    )
+    context: Any = type("Context", (), {"reactor": Clock(), "inbound": "foo"})()
+    sink = FileSinkFactory().build(config, context)
+    assert isinstance(sink, FileSink)
+    assert sink.path == f"{tmp_path}/traffic.w2.jsonl"
+    sink.send(request(1), False)
+    sink.send(request(2), False)  # past maxBytes: the worker's own file rotates
+    sink.close()
+    assert sorted(os.listdir(tmp_path)) == ["traffic.w2.jsonl", "traffic.w2.jsonl.1"]
+    assert [line["uri"] for line in lines(tmp_path / "traffic.w2.jsonl.1")] == [
+        "/items/1?x=1"
+    ]
+    assert [line["uri"] for line in lines(tmp_path / "traffic.w2.jsonl")] == [
+        "/items/2?x=1"
+    ]
+
+
+def test_a_single_process_writes_the_file_named_in_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(WORKER_ENV, raising=False)
+    config = parse_outbound("foo", "rec", f"file://{tmp_path}/traffic.jsonl")
+    context: Any = type("Context", (), {"reactor": Clock(), "inbound": "foo"})()
+    sink = FileSinkFactory().build(config, context)
+    assert isinstance(sink, FileSink)
+    assert sink.path == f"{tmp_path}/traffic.jsonl"
+    sink.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "worker", "expected"),
+    [
+        ("/var/log/traffic.jsonl", "1", "/var/log/traffic.w1.jsonl"),
+        ("/var/log/traffic", "3", "/var/log/traffic.w3"),
+        ("/var/log/traffic.2026.jsonl", "12", "/var/log/traffic.2026.w12.jsonl"),
+        ("/var/log/.hidden", "1", "/var/log/.hidden.w1"),
+        ("/var/log/traffic.jsonl", None, "/var/log/traffic.jsonl"),
+        ("/var/log/traffic.jsonl", "", "/var/log/traffic.jsonl"),
+    ],
+)
+def test_the_worker_index_goes_before_the_suffix(
+    path: str, worker: str | None, expected: str
+) -> None:
+    assert worker_file_path(path, worker) == expected

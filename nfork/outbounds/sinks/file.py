@@ -66,6 +66,7 @@ __all__ = [
     "MAX_BACKUPS",
     "MAX_BUFFER_LINES",
     "MAX_FILE_BYTES",
+    "WORKER_ENV",
     "FileSink",
     "FileSinkFactory",
     "OutsideSinkDir",
@@ -74,6 +75,7 @@ __all__ = [
     "WriteFailed",
     "check_sink_dir",
     "sink_path",
+    "worker_file_path",
 ]
 
 _T = TypeVar("_T")
@@ -97,6 +99,9 @@ MAX_BACKUPS = 1000
 """The largest C{backups}: a rotation renames each of them."""
 MAX_FILE_BYTES = 1024**4
 """The largest C{maxBytes} (1 TiB)."""
+
+WORKER_ENV = "NFORK_WORKER"
+"""The environment variable holding a worker process's index (1..N)."""
 
 BlockingRunner = Callable[..., Deferred[Any]]
 """Runs C{f(*args)} away from the reactor: C{run(f, *args) -> Deferred}."""
@@ -511,6 +516,22 @@ def sink_path(config: OutboundConfig) -> str:
     return path
 
 
+def worker_file_path(path: str, worker: str | None) -> str:
+    """The file worker C{worker} writes for the sink file C{path}.
+
+    With several worker processes each one writes its own file, so that
+    lines are never interleaved or torn: the worker's index goes before the
+    suffix (C{traffic.jsonl} -> C{traffic.w1.jsonl}, C{traffic} ->
+    C{traffic.w1}).  Without a worker (a single process) the path is
+    unchanged.
+    """
+    if not worker:
+        return path
+    directory, name = os.path.split(path)
+    stem, suffix = os.path.splitext(name)
+    return os.path.join(directory, f"{stem}.w{worker}{suffix}")
+
+
 def check_sink_dir(path: str, sink_dir: str) -> None:
     """Refuse a sink file C{path} that is not inside C{sink_dir}; blocking.
 
@@ -590,7 +611,7 @@ class FileSinkFactory:
     def build(self, config: OutboundConfig, context: OutboundContext) -> IOutbound:
         """A sink writing to the file, in the reactor's thread pool."""
         writer = RotatingFile(
-            sink_path(config),
+            worker_file_path(sink_path(config), os.environ.get(WORKER_ENV)),
             max_bytes=integer_option(config, "maxBytes", 0),
             backups=integer_option(config, "backups", DEFAULT_BACKUPS),
         )
