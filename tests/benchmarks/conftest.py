@@ -38,3 +38,9 @@ def bench_tools() -> Tools:
 def nginx_tools() -> Tools:
     """nginx and its echo module, for the nginx backends alone."""
     return _require(NGINX)
+
+
+@pytest.fixture
+def wrk_tool() -> Tools:
+    """wrk alone, for measurements without nginx."""
+    return _require(("wrk",))
