@@ -8,24 +8,26 @@ configuration they started with and the next request sees the change.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from attrs import define, evolve
-from twisted.internet.defer import Deferred, DeferredList, TimeoutError
+from twisted.internet.defer import Deferred, DeferredList, TimeoutError, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from nfork.compare.runtime import Comparer, build_comparer
 from nfork.config import InboundConfig, OutboundConfig
 from nfork.config.addresses import listen_key
 from nfork.config.compare import CompareConfig
-from nfork.outbounds.api import IOutboundFactory, OutboundContext
+from nfork.outbounds.api import IOutbound, IOutboundFactory, OutboundContext
 from nfork.outbounds.registry import check_inbound, outbound_factories
 from nfork.proxy.client import HTTPClientPool
 from nfork.proxy.fork import InboundFork, OutboundRoute, Routing
+from nfork.proxy.messages import ProxyRequest, ProxyResponse
 from nfork.proxy.server import HEADER_TIMEOUT, InboundServerFactory
 from nfork.proxy.stats import OutboundStats
 
@@ -44,6 +46,30 @@ class CompareOff(LookupError):
 
 class Conflict(Exception):
     """The change clashes with the running state (name taken, address in use, ...)."""
+
+
+Listener = Callable[[InboundConfig, InboundServerFactory], Awaitable[Any]]
+"""Listens for an inbound: C{(config, factory)} -> a port with C{getHost()}
+and C{stopListening()}; raises L{CannotListenError}."""
+
+
+@implementer(IOutbound)
+class PlaceholderOutbound:
+    """An outbound that sends nothing: the parent of worker processes routes
+    no traffic, but keeps routes (names, stats, comparers) as one process."""
+
+    def __init__(self, gives_response: bool) -> None:
+        self.gives_response = gives_response
+
+    def send(
+        self, request: ProxyRequest, keep_body: bool
+    ) -> Deferred[ProxyResponse | None]:
+        """Never called in the parent; answers nothing."""
+        return succeed(None)
+
+    def close(self) -> Deferred[None]:
+        """Nothing to release."""
+        return succeed(None)
 
 
 @define(eq=False)
@@ -76,9 +102,23 @@ class Controller:
         pool: HTTPClientPool | None = None,
         factories: dict[str, IOutboundFactory] | None = None,
         header_timeout: float = HEADER_TIMEOUT,
+        listener: Listener | None = None,
+        build_outbounds: bool = True,
     ) -> None:
+        """
+        @param listener: listens for an inbound (default: its endpoint); with
+            worker processes, the parent only reserves the address and each
+            worker listens with C{SO_REUSEPORT} (L{nfork.workers.listening}).
+        @param build_outbounds: False in the parent of worker processes: the
+            routes get placeholder outbounds (no file opened, no connection),
+            so that checks, names and stats work as in one process.
+        """
         self._reactor = reactor
         self._header_timeout = header_timeout
+        self._listener = listener if listener is not None else self._listen
+        self._build_outbounds = build_outbounds
+        self.compare_reset_hooks: list[Callable[[str], object]] = []
+        """Called with the inbound's name after its comparison is reset."""
         self.pool = pool if pool is not None else HTTPClientPool(reactor)
         self._factories = factories if factories is not None else outbound_factories()
         self._inbounds: dict[str, RunningInbound] = {}
@@ -151,10 +191,20 @@ class Controller:
         """Forget the comparison's counters and samples; the empty report."""
         comparer = self.comparer(inbound)
         comparer.reset()
+        for hook in self.compare_reset_hooks:
+            hook(inbound)
         self._log.info("inbound {inbound}: comparison reset", inbound=inbound)
         return comparer.report()
 
     # -- inbounds --------------------------------------------------------
+
+    async def _listen(
+        self, config: InboundConfig, factory: InboundServerFactory
+    ) -> IListeningPort:
+        """The default listener: the inbound's endpoint, with a long backlog."""
+        endpoint = serverFromString(self._reactor, with_backlog(config.endpoint))
+        port: IListeningPort = await endpoint.listen(factory)
+        return port
 
     async def add_inbound(
         self, config: InboundConfig, stats_from: Routing | None = None
@@ -180,9 +230,8 @@ class Controller:
         factory = InboundServerFactory(
             fork, self._reactor, header_timeout=self._header_timeout
         )
-        endpoint = serverFromString(self._reactor, with_backlog(config.endpoint))
         try:
-            port = await endpoint.listen(factory)
+            port = await self._listener(config, factory)
         except CannotListenError as e:
             await self._close_routes(routing.routes)
             raise Conflict(
@@ -403,9 +452,12 @@ class Controller:
                     stats = donor.stats
                 else:
                     stats = OutboundStats(self._reactor, config.stats_window)
-                route = OutboundRoute(
-                    config=out, outbound=factory.build(out, context), stats=stats
+                outbound = (
+                    factory.build(out, context)
+                    if self._build_outbounds
+                    else PlaceholderOutbound(factory.gives_response)
                 )
+                route = OutboundRoute(config=out, outbound=outbound, stats=stats)
                 routes[out.name] = route
                 built.append(route)
         except BaseException:
