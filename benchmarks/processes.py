@@ -24,6 +24,8 @@ from typing import IO
 
 from attrs import define, field, frozen
 
+PROC = Path("/proc")
+"""Where the process table is read (a test passes a fake one)."""
 _PR_SET_PDEATHSIG = 1
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Looked up here, not in the forked child, where loading a library could
@@ -191,6 +193,43 @@ def wait_for_port(port: int, process: ManagedProcess, timeout: float = 20.0) -> 
             time.sleep(0.02)
 
 
+def listening_sockets(port: int, proc: Path = PROC) -> int:
+    """How many sockets listen on TCP port C{port} (IPv4) right now.
+
+    Processes sharing a port with C{SO_REUSEPORT} (nfork's workers) each
+    have their own listening socket: one line each in C{/proc/net/tcp}.
+    """
+    wanted = f":{port:04X}"
+    count = 0
+    with open(proc / "net" / "tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split(None, 4)
+            if fields[3] == "0A" and fields[1].endswith(wanted):
+                count += 1
+    return count
+
+
+def wait_for_listeners(
+    port: int, count: int, process: ManagedProcess, timeout: float = 20.0
+) -> None:
+    """Return once C{count} sockets listen on C{port}; fail if C{process} dies."""
+    deadline = time.monotonic() + timeout
+    while listening_sockets(port) < count:
+        if not process.alive():
+            raise ProcessFailed(
+                f"{process.name} exited with status {process.popen.returncode} "
+                f"before {count} processes listened on port {port}:\n"
+                f"{process.log_tail()}"
+            )
+        if time.monotonic() > deadline:
+            raise ProcessFailed(
+                f"{process.name}: {listening_sockets(port)} of {count} processes "
+                f"listen on port {port} after {timeout:g}s:\n{process.log_tail()}"
+            )
+        time.sleep(0.02)
+
+
 def wait_for_children(
     process: ManagedProcess, count: int, timeout: float = 10.0
 ) -> None:
@@ -205,10 +244,10 @@ def wait_for_children(
         time.sleep(0.02)
 
 
-def _read_stat(pid: int) -> tuple[int, int] | None:
+def _read_stat(pid: int, proc: Path = PROC) -> tuple[int, int] | None:
     """(parent pid, utime + stime in ticks) of C{pid}, C{None} if it is gone."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        text = (proc / str(pid) / "stat").read_text()
     except OSError:
         return None
     # The command name may hold spaces and parentheses: split after the last ')'.
@@ -217,31 +256,39 @@ def _read_stat(pid: int) -> tuple[int, int] | None:
     return int(fields[1]), int(fields[11]) + int(fields[12])
 
 
-def process_tree(pid: int) -> list[int]:
-    """C{pid} and all its descendants that are alive."""
+def process_tree(pid: int, proc: Path = PROC) -> list[int]:
+    """C{pid} and all its descendants that are alive.
+
+    Each process comes before its children, and children in the order of
+    their ids: C{[parent, worker 1, worker 2]} for nfork with two workers.
+    """
     children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
+    for entry in sorted(os.listdir(proc), key=lambda e: int(e) if e.isdigit() else 0):
         if not entry.isdigit():
             continue
-        stat = _read_stat(int(entry))
+        stat = _read_stat(int(entry), proc)
         if stat is not None:
             children.setdefault(stat[0], []).append(int(entry))
     tree, todo = [], [pid]
     while todo:
-        current = todo.pop()
+        current = todo.pop(0)
         tree.append(current)
         todo.extend(children.get(current, []))
     return tree
 
 
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """User + system CPU time of the processes, in seconds (gone ones count 0)."""
-    ticks = 0
+def cpu_seconds_each(pids: Sequence[int], proc: Path = PROC) -> list[float]:
+    """User + system CPU time of each process, in seconds (a gone one counts 0)."""
+    each = []
     for pid in pids:
-        stat = _read_stat(pid)
-        if stat is not None:
-            ticks += stat[1]
-    return ticks / _CLOCK_TICKS
+        stat = _read_stat(pid, proc)
+        each.append(0.0 if stat is None else stat[1] / _CLOCK_TICKS)
+    return each
+
+
+def cpu_seconds(pids: Sequence[int], proc: Path = PROC) -> float:
+    """User + system CPU time of the processes, in seconds (gone ones count 0)."""
+    return sum(cpu_seconds_each(pids, proc))
 
 
 def peak_rss_bytes(pids: Sequence[int]) -> int:
@@ -257,22 +304,36 @@ def peak_rss_bytes(pids: Sequence[int]) -> int:
 
 @frozen
 class CPUMeter:
-    """CPU time of a fixed set of processes between L{start} and L{stop}."""
+    """CPU time of a fixed set of processes between L{start} and L{percent}."""
 
     pids: tuple[int, ...]
-    cpu_start: float
+    cpu_start: tuple[float, ...]
+    """Each process's CPU seconds at the start, in the order of C{pids}."""
     wall_start: float
+    proc: Path = PROC
 
     @classmethod
-    def start(cls, pids: Sequence[int]) -> CPUMeter:
+    def start(cls, pids: Sequence[int], proc: Path = PROC) -> CPUMeter:
         """Begin measuring C{pids} now."""
-        return cls(tuple(pids), cpu_seconds(pids), time.monotonic())
+        return cls(
+            tuple(pids), tuple(cpu_seconds_each(pids, proc)), time.monotonic(), proc
+        )
+
+    def percent_each(self) -> list[float]:
+        """Each process's CPU since L{start}, in % of one core, in C{pids} order.
+
+        A process that is gone counts 0 from then on (its time is lost).
+        """
+        wall = time.monotonic() - self.wall_start
+        now = cpu_seconds_each(self.pids, self.proc)
+        return [
+            max(0.0, 100.0 * (used - start) / wall) if wall > 0 else 0.0
+            for used, start in zip(now, self.cpu_start, strict=True)
+        ]
 
     def percent(self) -> float:
-        """CPU used since L{start} as a percentage of one core (100 = one core)."""
-        wall = time.monotonic() - self.wall_start
-        used = cpu_seconds(self.pids) - self.cpu_start
-        return 100.0 * used / wall if wall > 0 else 0.0
+        """CPU used since L{start} by them all, in % of one core (100 = one core)."""
+        return sum(self.percent_each())
 
 
 @contextlib.contextmanager

@@ -47,6 +47,9 @@ class RunResult:
     """Whether the proxy exited on SIGTERM in time (C{None}: no proxy)."""
     log_problems: list[str] = field(factory=list)
     """nfork's log lines at warning level or above (and tracebacks)."""
+    proxy_cpu_split: list[float] | None = None
+    """C{proxy_cpu_percent} per process: the proxy's own first, then its
+    children's (nfork's workers, nginx's worker) in the order of their ids."""
 
     @property
     def scenario_info(self) -> Scenario:
@@ -82,6 +85,9 @@ class Summary:
     p50_ms: float
     p99_ms: float
     proxy_cpu_percent: float | None
+    proxy_cpu_split: list[float] | None
+    """The median of each process's CPU (parent first), if every round had
+    as many processes."""
     requests_per_core_second: float | None
     """req/s divided by the proxy's CPU (in cores): throughput per core."""
     proxy_peak_rss_mib: float | None
@@ -119,6 +125,17 @@ def _median_by_key(
     return {key: _median([get(run)[key] for run in runs]) for key in keys}
 
 
+def _median_split(runs: Sequence[RunResult]) -> list[float] | None:
+    """Each process's median CPU, when every run measured as many processes."""
+    splits = [run.proxy_cpu_split for run in runs]
+    if any(split is None for split in splits):
+        return None
+    known = [split for split in splits if split is not None]
+    if not known or len({len(split) for split in known}) != 1:
+        return None
+    return [_median(each) for each in zip(*known, strict=True)]
+
+
 def summarize(runs: Sequence[RunResult]) -> Summary:
     """The medians of the runs of one scenario (every round)."""
     first = runs[0]
@@ -152,6 +169,7 @@ def summarize(runs: Sequence[RunResult]) -> Summary:
         p50_ms=_median([run.wrk.latency_ms["p50"] for run in runs]),
         p99_ms=_median([run.wrk.latency_ms["p99"] for run in runs]),
         proxy_cpu_percent=cpu,
+        proxy_cpu_split=_median_split(runs),
         requests_per_core_second=rate / (cpu / 100.0) if cpu else None,
         proxy_peak_rss_mib=rss,
         received={
@@ -274,7 +292,42 @@ def targets(summaries: Mapping[str, Summary]) -> list[Target]:
                 rate >= 0.8,
             )
         )
+    s10, s11 = summaries.get("10"), summaries.get("11")
+    if s10 and s11:
+        rate = s11.requests_per_second / s10.requests_per_second
+        found.append(
+            Target(
+                "scenario 11 (2 workers) req/s >= 1.3x scenario 10 (1 worker)",
+                f"{rate:.2f}x",
+                rate >= 1.3,
+            )
+        )
     return found
+
+
+def cpu_split_text(split: Sequence[float]) -> str:
+    """nfork's CPU by process: C{parent 2%, workers 91% + 89%}."""
+    parent, *workers = split
+    text = f"parent {parent:.0f}%"
+    if workers:
+        text += ", workers " + " + ".join(f"{w:.0f}%" for w in workers)
+    return text
+
+
+def _cpu_splits(summaries: Mapping[str, Summary]) -> list[str]:
+    """One line per nfork scenario run with worker processes: whose CPU it was."""
+    lines = []
+    for sid, s in summaries.items():
+        info = _SCENARIOS[sid]
+        if info.proxy != "nfork" or not info.workers or info.workers < 2:
+            continue
+        split = (
+            "n/a" if s.proxy_cpu_split is None else cpu_split_text(s.proxy_cpu_split)
+        )
+        lines.append(f"- scenario {sid}: {split}")
+    if not lines:
+        return []
+    return ["", "nfork's CPU by process (% of one core, medians):", "", *lines]
 
 
 def _num(value: float | None, digits: int = 0) -> str:
@@ -386,7 +439,8 @@ def markdown(
             f"| {_slash(s.peak_connections, info.outbounds)} | {s.client_errors:,} "
             f"| {s.other_cpu_percent:.0f} |"
         )
-    lines += ["", _neighbours(summaries), *_problems(summaries)]
+    lines += ["", _neighbours(summaries), *_cpu_splits(summaries)]
+    lines += _problems(summaries)
     comparisons = compare(summaries)
     if comparisons:
         lines += [
@@ -410,7 +464,7 @@ def markdown(
             )
     found = targets(summaries)
     if found:
-        lines += ["", "Targets of issue 6:", ""]
+        lines += ["", "Targets (issues 6, 14 and 16):", ""]
         lines += [
             f"- {t.text}: {t.value} ({'met' if t.met else 'NOT met'})" for t in found
         ]

@@ -70,8 +70,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--scenarios",
-        help="comma-separated ids: 1-5, 7, 6.3, 6.4, 6.5, 6.7 (6 = every nginx "
-        "one); default: all",
+        help="comma-separated ids: 1-5, 7-11, 6.3, 6.4, 6.5, 6.7 (6 = every "
+        "nginx one); default: all",
     )
     parser.add_argument(
         "--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -301,7 +301,8 @@ class Bench:
             during=sample_connections,
         )
         busy, steal, harness = machine.percent()
-        proxy_cpu = proxy_meter.percent() if proxy else None
+        proxy_cpu_each = proxy_meter.percent_each() if proxy else None
+        proxy_cpu = sum(proxy_cpu_each) if proxy_cpu_each is not None else None
         backend_cpu = {role: m.percent() for role, m in backend_meters.items()}
         ours = (proxy_cpu or 0.0) + sum(backend_cpu.values()) + harness
         after = self._settle()
@@ -312,6 +313,7 @@ class Bench:
             wrk=load.result,
             wrk_cpu_percent=load.cpu_percent,
             proxy_cpu_percent=proxy_cpu,
+            proxy_cpu_split=proxy_cpu_each,
             proxy_peak_rss_bytes=peak_rss_bytes(proxy_pids) if proxy else None,
             received={name: after[name] - before[name] for name in scenario.outbounds},
             dropped=proxy.dropped(scenario.shadows, stats) if proxy else None,
@@ -349,6 +351,15 @@ class Bench:
         _say(f"    profile: {path.with_suffix('.txt')}")
 
 
+def _processes(selected: Sequence[Scenario]) -> str:
+    """How many nfork processes the scenarios run: one, but with C{--workers}."""
+    several = [s for s in selected if s.workers is not None and s.workers > 1]
+    if not several:
+        return "One nfork process"
+    each = ", ".join(f"{s.id}: a parent and {s.workers} workers" for s in several)
+    return f"One nfork process, but with `--workers` ({each})"
+
+
 def _header(
     args: argparse.Namespace,
     env: dict[str, Any],
@@ -361,7 +372,7 @@ def _header(
         f"## nfork benchmark, {started.strftime('%Y-%m-%d %H:%M')} UTC",
         "",
         f"{rounds}; every run is `wrk -t{args.threads} -c{args.connections} "
-        f"-d{args.duration}s --latency` on 127.0.0.1. One nfork process "
+        f"-d{args.duration}s --latency` on 127.0.0.1. {_processes(args.selected)} "
         f"(CPython {env['python']}); nginx ({env['nginx'].split('/')[-1]}) runs "
         "`worker_processes 1`, as the mirror proxy and as the backends "
         "(the slow one with `echo_sleep`). "

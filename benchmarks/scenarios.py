@@ -40,6 +40,8 @@ class Scenario:
     compare: bool = False
     """nfork compares the last shadow's answers with the active's, the
     first shadow being the baseline (C{compare})."""
+    workers: int | None = None
+    """nfork's C{--workers}; C{None}: not given (one process, as always)."""
 
     @property
     def active(self) -> str:
@@ -94,8 +96,13 @@ SCENARIOS = (
         path=JSON_ANSWER_PATH,
         compare=True,
     ),
+    Scenario("10", "3 outbounds, --workers 1", "nfork", (*FAST,), workers=1),
+    Scenario("11", "3 outbounds, --workers 2", "nfork", (*FAST,), workers=2),
 )
 """In the order they run in each round."""
+
+WORKERS_PAIR = ("10", "11")
+"""Scenario 3 with one worker and with two: how nfork scales with cores."""
 
 _BY_ID = {scenario.id: scenario for scenario in SCENARIOS}
 _NGINX = tuple(s.id for s in SCENARIOS if s.proxy == "nginx")

@@ -28,6 +28,7 @@ from benchmarks.processes import (
     free_port,
     process_tree,
     wait_for_children,
+    wait_for_listeners,
     wait_for_port,
 )
 from benchmarks.scenarios import BLACKHOLE, FAST, SLOW, Scenario
@@ -306,6 +307,7 @@ def start_nfork(
     config.write_text(json.dumps(nfork_config(scenario, ports, port, settings)))
     argv = [TWISTD, "--nodaemon", "--pidfile=", "nfork", "--config", str(config)]
     argv += ["--drain-timeout", "2s"]
+    argv += nfork_workers_args(scenario)
     control_port = None
     if settings.control:
         control_port = free_port()
@@ -315,7 +317,16 @@ def start_nfork(
         argv = profiler + argv
     process = supervisor.start(f"nfork-{scenario.id}", argv, cwd=str(workdir))
     wait_for_port(port, process)
+    if scenario.workers is not None and scenario.workers > 1:
+        # The first worker listening is not enough: every one must take its
+        # share of the connections wrk opens at once.
+        wait_for_listeners(port, scenario.workers, process)
     return NforkProxy(port, process, control_port)
+
+
+def nfork_workers_args(scenario: Scenario) -> list[str]:
+    """C{--workers N} when the scenario sets it, else nothing (today's command)."""
+    return [] if scenario.workers is None else ["--workers", str(scenario.workers)]
 
 
 def start_nginx_mirror(

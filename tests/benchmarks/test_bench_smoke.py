@@ -138,9 +138,9 @@ def test_scenarios_are_selected_by_id() -> None:
         "6.7",
     ]
     assert [s.id for s in scenarios.select("6.7, 7")] == ["7", "6.7"]
-    assert len(scenarios.select(None)) == 12
-    with pytest.raises(ValueError, match=r"unknown scenario 10; .* \(6 = 6.3,6.4"):
-        scenarios.select("3,10")
+    assert len(scenarios.select(None)) == 14
+    with pytest.raises(ValueError, match=r"unknown scenario 12; .* \(6 = 6.3,6.4"):
+        scenarios.select("3,12")
 
 
 def test_large_answer_scenarios_pair_nfork_with_nginx_on_the_1mib_path() -> None:
