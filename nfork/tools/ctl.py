@@ -6,10 +6,13 @@ changed, or, with C{--json}, as the API's own JSON.  C{stats --watch}
 redraws the stats table every second until Ctrl-C.
 
 Where the API is: C{--control}, else C{$NFORK_CONTROL}, else
-C{http://127.0.0.1:9090} (twistd nfork's default C{--control}).  The token:
-the file named by C{--token-file}, else C{$NFORK_TOKEN_FILE}.  Exit status:
-0; 1 when the API refuses (its message is printed), cannot be reached, or a
-file cannot be read; 2 for a usage error.
+C{http://127.0.0.1:9090} (twistd nfork's default C{--control}).  With
+C{--control} given several times (several nfork instances), the command is
+sent to each in turn and each one's outcome is printed on a line of its
+own, after its URL.  The token: the file named by C{--token-file}, else
+C{$NFORK_TOKEN_FILE}.  Exit status: 0; 1 when the API refuses (its message
+is printed), cannot be reached, or a file cannot be read (with several
+instances: when any of them failed); 2 for a usage error.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any, TextIO
 from urllib.parse import quote, urlsplit
 
 import treq
-from attrs import frozen
+from attrs import evolve, frozen
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
@@ -82,6 +85,9 @@ class CtlOptions:
     """The subcommand's positional arguments, in order."""
     control: str = DEFAULT_CONTROL
     """The control API's URL, C{http(s)://host:port}, no trailing slash."""
+    controls: tuple[str, ...] = ()
+    """Every instance's control URL, in order, when C{--control} was given
+    more than once; else empty (C{control} alone)."""
     token_file: str | None = None
     as_json: bool = False
     watch: bool = False
@@ -91,6 +97,8 @@ class CtlOptions:
     """Seconds between redraws."""
     timeout: float = 10.0
     """Seconds each call of the API may take."""
+    body: bytes | None = None
+    """C{add}'s inbound, read once before it is sent to several instances."""
 
 
 def control_url(text: str) -> str:
@@ -120,9 +128,14 @@ def _common_options(*, suppress: bool) -> argparse.ArgumentParser:
     common.add_argument(
         "--control",
         metavar="URL",
+        action="append",
+        # After the subcommand, a separate list: argparse would replace the
+        # one given before it instead of adding to it.
+        dest="control_after" if suppress else "control",
         default=default,
         help=f"the control API: host:port or http(s)://host:port (default: "
-        f"${ENV_CONTROL}, else 127.0.0.1:9090)",
+        f"${ENV_CONTROL}, else 127.0.0.1:9090); repeat it for several nfork "
+        "instances: the command goes to each in turn",
     )
     common.add_argument(
         "--token-file",
@@ -252,22 +265,32 @@ def ctl_options(args: argparse.Namespace, environ: Mapping[str, str]) -> CtlOpti
         for value in (getattr(args, name) for name in _ARGUMENTS[command])
         if value is not None
     )
-    if args.control:
-        control, source = args.control, "--control"
+    given = [*(args.control or ()), *getattr(args, "control_after", ())]
+    if given:
+        source = "--control"
     else:
-        control, source = environ.get(ENV_CONTROL) or DEFAULT_CONTROL, f"${ENV_CONTROL}"
-    try:
-        url = control_url(control)
-    except ValueError as e:
-        raise ValueError(f"{source}: {e}") from None
+        given = [environ.get(ENV_CONTROL) or DEFAULT_CONTROL]
+        source = f"${ENV_CONTROL}"
+    urls: list[str] = []
+    for control in given:
+        try:
+            url = control_url(control)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
+        if url in urls:
+            raise ValueError(f"--control: {url} is given twice")
+        urls.append(url)
     watch = bool(getattr(args, "watch", False))
     count = getattr(args, "count", None)
     if count is not None and not watch:
         raise ValueError("--count goes with --watch")
+    if watch and len(urls) > 1:
+        raise ValueError("--watch shows one instance: give one --control")
     return CtlOptions(
         command=command,
         arguments=arguments,
-        control=url,
+        control=urls[0],
+        controls=tuple(urls) if len(urls) > 1 else (),
         token_file=args.token_file or environ.get(ENV_TOKEN_FILE) or None,
         as_json=args.json,
         watch=watch,
@@ -446,7 +469,10 @@ def _read_inbound(path: str) -> bytes:
 
 
 async def _add(client: ControlClient, options: CtlOptions) -> str:
-    answer = await client.call("POST", "/v1/nfork", _read_inbound(options.arguments[0]))
+    body = options.body
+    if body is None:
+        body = _read_inbound(options.arguments[0])
+    answer = await client.call("POST", "/v1/nfork", body)
     if options.as_json:
         return _dumps(answer)
     return (
@@ -532,6 +558,50 @@ async def _watch(
         done.callback(None)
 
 
+def _outcome(url: str, text: str) -> str:
+    """One instance's outcome after its URL: on its line, or above a table."""
+    if text.count("\n") <= 1:
+        return f"{url}: {text.rstrip()}\n"
+    return f"{url}:\n{text}"
+
+
+async def _each_instance(
+    command: _Command,
+    client_for: Callable[[CtlOptions], ControlClient],
+    options: CtlOptions,
+    stdout: TextIO,
+) -> int:
+    """Run C{command} on every instance in turn; return how many failed.
+
+    Each outcome is printed as soon as it is known: C{URL: what changed},
+    or C{URL: failed: why}; with C{--json}, one document mapping each URL
+    to C{{"result": answer}} or C{{"error": why}}, at the end.
+    """
+    if options.command == "add":
+        options = evolve(options, body=_read_inbound(options.arguments[0]))
+    failed = 0
+    documents: dict[str, Any] = {}
+    for url in options.controls:
+        one = evolve(options, control=url)
+        try:
+            text = await command(client_for(one), one)
+        except CtlError as e:
+            failed += 1
+            documents[url] = {"error": str(e)}
+            if not options.as_json:
+                stdout.write(f"{url}: failed: {e}\n")
+        else:
+            if options.as_json:
+                documents[url] = {"result": json.loads(text)}
+            else:
+                stdout.write(_outcome(url, text))
+        stdout.flush()
+    if options.as_json:
+        stdout.write(_dumps(documents))
+        stdout.flush()
+    return failed
+
+
 async def ctl_main(
     reactor: Any,
     options: CtlOptions,
@@ -551,7 +621,13 @@ async def ctl_main(
     try:
         token = None if options.token_file is None else read_token(options.token_file)
         client = ControlClient(http, options, token)
-        if options.watch:
+        if options.controls:
+            failed = await _each_instance(
+                command, lambda one: ControlClient(http, one, token), options, stdout
+            )
+            if failed:
+                raise CtlError(f"{failed} of {len(options.controls)} instances failed")
+        elif options.watch:
             await _watch(reactor, command, client, options, stdout)
         else:
             stdout.write(await command(client, options))
