@@ -230,6 +230,19 @@ class Comparer:
         """Forget every counter and sample."""
         self.tally.reset()
 
+    def export(self) -> dict[str, Any]:
+        """The counts, samples and pending jobs, JSON-ready, for L{load_sum}."""
+        return {"pending": self.pending, "tally": self.tally.export()}
+
+    def load_sum(self, exports: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the counts, samples and pending jobs with C{exports}' sum.
+
+        For a process that compares nothing itself, and shows what its
+        worker processes compared (their L{export}s).
+        """
+        self.pending = sum(int(exported["pending"]) for exported in exports)
+        self.tally.load_sum([exported["tally"] for exported in exports])
+
     def counters(self) -> list[tuple[str, int, int, int]]:
         """C{(candidate, compared, differing, skipped)} for each candidate."""
         return self.tally.counters()

@@ -157,6 +157,98 @@ class Tally:
         self._candidates.clear()
         self._stored = 0
 
+    def export(self) -> dict[str, Any]:
+        """Every count and sample, JSON-ready, for L{load_sum} in another process.
+
+        A sample kept for several fields is listed once under C{"samples"};
+        the fields name it by its index there.
+        """
+        samples: list[dict[str, Any]] = []
+        numbers: dict[int, int] = {}
+        candidates: dict[str, Any] = {}
+        for name, counts in self._candidates.items():
+            endpoints: dict[str, Any] = {}
+            for endpoint, place in counts.endpoints.items():
+                fields: dict[str, Any] = {}
+                for path, stats in place.fields.items():
+                    kept = []
+                    for sample in stats.samples:
+                        number = numbers.get(id(sample))
+                        if number is None:
+                            number = numbers[id(sample)] = len(samples)
+                            samples.append(sample)
+                        kept.append(number)
+                    fields[path] = {
+                        "raw": stats.raw,
+                        "noise": stats.noise,
+                        "kinds": dict(stats.kinds),
+                        "samples": kept,
+                    }
+                endpoints[endpoint] = {
+                    "requests": place.requests,
+                    "differing": place.differing,
+                    "truncated": place.truncated,
+                    "fields": fields,
+                }
+            candidates[name] = {
+                "compared": counts.compared,
+                "differing": counts.differing,
+                "skipped": counts.skipped,
+                "endpoints": endpoints,
+            }
+        return {"candidates": candidates, "samples": samples}
+
+    def load_sum(self, exports: Sequence[dict[str, Any]]) -> None:
+        """Replace every count and sample with the sum of C{exports}.
+
+        Counts are added; each field keeps its earliest samples (by request
+        time) within C{samples}, and C{max_stored_samples} in all.  Endpoints
+        and fields beyond the bounds are counted as L{OTHER}, in the order
+        of C{exports}.
+        """
+        self.reset()
+        # (time, export, number): the samples each field may keep.
+        offered: dict[int, list[tuple[float, int, int]]] = {}
+        places: dict[int, _Field] = {}
+        for source, exported in enumerate(exports):
+            pool = exported["samples"]
+            for name, theirs in exported["candidates"].items():
+                counts = self._candidate(name)
+                counts.compared += theirs["compared"]
+                counts.differing += theirs["differing"]
+                counts.skipped += theirs["skipped"]
+                for endpoint, their_place in theirs["endpoints"].items():
+                    place = self._endpoint(counts, endpoint)
+                    place.requests += their_place["requests"]
+                    place.differing += their_place["differing"]
+                    place.truncated += their_place["truncated"]
+                    for path, their_field in their_place["fields"].items():
+                        stats = self._field(place, path)
+                        stats.raw += their_field["raw"]
+                        stats.noise += their_field["noise"]
+                        kinds = stats.kinds
+                        for kind, n in their_field["kinds"].items():
+                            kinds[kind] = kinds.get(kind, 0) + n
+                        places[id(stats)] = stats
+                        offered.setdefault(id(stats), []).extend(
+                            (pool[number].get("time") or 0.0, source, number)
+                            for number in their_field["samples"]
+                        )
+        kept: dict[tuple[int, int], dict[str, Any]] = {}
+        for key, choices in offered.items():
+            stats = places[key]
+            choices.sort()
+            for _, source, number in choices:
+                if len(stats.samples) >= self.samples_per_field:
+                    break
+                sample = kept.get((source, number))
+                if sample is None:
+                    if self._stored >= self.max_stored_samples:
+                        break
+                    sample = kept[source, number] = exports[source]["samples"][number]
+                    self._stored += 1
+                stats.samples.append(sample)
+
     def report(self) -> dict[str, Any]:
         """The counts and verdicts, JSON-ready."""
         candidates: dict[str, Any] = {}

@@ -14,10 +14,11 @@ Like gonfork, the figures served are those of the last complete window
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import accumulate
 from math import ceil, floor, inf, isfinite, log2
 from operator import add
+from typing import Any
 
 from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
@@ -160,6 +161,34 @@ class LatencyHistogram:
         if other._min < self._min:
             self._min = other._min
 
+    def export(self) -> dict[str, object]:
+        """The raw histogram, JSON-ready: only the non-zero buckets are listed.
+
+        L{add_export} adds it to another histogram, as L{merge} would.
+        """
+        return {
+            "count": self.count,
+            "max": _float_json(self.max),
+            "min": _float_json(self._min),
+            "buckets": [[i, n] for i, n in enumerate(self._buckets) if n],
+        }
+
+    def add_export(self, exported: Mapping[str, Any]) -> None:
+        """Add the durations of an L{export}ed histogram to this one."""
+        count = int(exported["count"])
+        if count == 0:
+            return
+        buckets = self._buckets
+        for index, n in exported["buckets"]:
+            buckets[index] += n
+        self.count += count
+        other_max = _float_load(exported["max"])
+        if other_max > self.max:
+            self.max = other_max
+        other_min = _float_load(exported["min"])
+        if other_min < self._min:
+            self._min = other_min
+
     def clear(self) -> None:
         """Forget every duration, keeping the bucket list for reuse."""
         if self.count:
@@ -212,6 +241,35 @@ class _Figures:
             for reason, n in other.skipped.items():
                 skipped[reason] = skipped.get(reason, 0) + n
 
+    def export(self) -> dict[str, object]:
+        """The raw figures, JSON-ready (histograms as buckets, not percentiles)."""
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "timeouts": self.timeouts,
+            "dropped": self.dropped,
+            "responses": {str(code): n for code, n in self.responses.items()},
+            "latency": self.latency.export(),
+            "ttfb": self.ttfb.export(),
+            "skipped": dict(self.skipped),
+        }
+
+    def add_export(self, exported: Mapping[str, Any]) -> None:
+        """Add the figures of an L{export} to these, as L{merge} would."""
+        self.requests += int(exported["requests"])
+        self.errors += int(exported["errors"])
+        self.timeouts += int(exported["timeouts"])
+        self.dropped += int(exported["dropped"])
+        responses = self.responses
+        for code, n in exported["responses"].items():
+            key = int(code)
+            responses[key] = responses.get(key, 0) + n
+        self.latency.add_export(exported["latency"])
+        self.ttfb.add_export(exported["ttfb"])
+        skipped = self.skipped
+        for reason, n in exported["skipped"].items():
+            skipped[reason] = skipped.get(reason, 0) + n
+
     def clear(self) -> None:
         """Reset to zero, keeping the containers for reuse."""
         self.requests = self.errors = self.timeouts = self.dropped = 0
@@ -252,6 +310,16 @@ def _format_latency(seconds: float) -> str:
     # format_duration clamps this to Go's largest duration.
     seconds = max(-_FOREVER, min(seconds, _FOREVER))
     return format_duration(round(seconds, LATENCY_DIGITS))
+
+
+def _float_json(value: float) -> float | str:
+    """C{value} for JSON: infinities and NaN, which JSON lacks, as text."""
+    return value if isfinite(value) else str(value)
+
+
+def _float_load(value: float | str) -> float:
+    """The float L{_float_json} gave."""
+    return float(value)
 
 
 def _check_window(instance: object, attribute: object, value: float) -> None:
@@ -385,6 +453,59 @@ class OutboundStats:
         total.merge(current)
         result["total"] = total.to_json()
         return result
+
+    def export(self) -> dict[str, object]:
+        """The raw state, JSON-ready, for L{load_sum} in another process.
+
+        The window, the index of the current window (windows are aligned on
+        multiples of C{window} of the clock, so processes sharing a clock
+        share windows), and the current window's, the last complete
+        window's and the earlier windows' figures.  Called about once a
+        second by a worker process, never per request.
+        """
+        current = self._now()
+        return {
+            "window": self.window,
+            "index": self._index,
+            "current": current.export(),
+            "last": self._last.export(),
+            "total": self._total.export(),
+        }
+
+    def load_sum(self, exports: Sequence[Mapping[str, Any]]) -> None:
+        """Replace these stats with the sum of C{exports} (from L{export}).
+
+        Histograms are merged bucket by bucket, so the percentiles served
+        are those of all the durations together.  The windows are placed
+        against this object's clock: an export whose current window has
+        closed since counts it as the last complete window (or, older, in
+        the totals), as its own stats would when next read.
+
+        @raise ValueError: an export's window differs from L{window}.
+        """
+        for exported in exports:
+            if float(exported["window"]) != self.window:
+                raise ValueError(
+                    f"cannot add stats of {exported['window']!r}-second windows "
+                    f"to stats of {self.window!r}-second windows"
+                )
+        current, last, total = self._current, self._last, self._total
+        current.clear()
+        last.clear()
+        total.clear()
+        index = self._enter(self._clock.seconds())
+        for exported in exports:
+            total.add_export(exported["total"])
+            age = index - int(exported["index"])
+            if age <= 0:
+                current.add_export(exported["current"])
+                last.add_export(exported["last"])
+            else:
+                # Its current window is over: in the totals, and the last
+                # complete one if it was the window just before this one.
+                total.add_export(exported["current"])
+                if age == 1:
+                    last.add_export(exported["current"])
 
     @property
     def total_requests(self) -> int:
