@@ -211,7 +211,7 @@ class StatsCollector(Collector):
                     endpoint_differing.add_metric(
                         [config.name, candidate, endpoint], count
                     )
-            connections.add_metric([config.name], len(running.factory.connections))
+            connections.add_metric([config.name], running.factory.open_connections)
             refused.add_metric([config.name], running.factory.refused)
             routing = running.routing
             by_name = {route.name: route for route in routing.routes}

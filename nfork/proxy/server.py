@@ -1108,10 +1108,18 @@ class InboundServerFactory(Factory):
         """The open client connections."""
         self.refused = 0
         """Connections closed at once because C{maxConnections} were open."""
+        self.worker_connections = 0
+        """Client connections open in worker processes, for a parent that
+        listens through them (L{nfork.workers.merge})."""
         self._default_limit = default_max_connections()
         self._closing = False
         self._closed_waiters: list[Deferred[None]] = []
         self._warned = float("-inf")
+
+    @property
+    def open_connections(self) -> int:
+        """Client connections open now, in this process and its workers."""
+        return len(self.connections) + self.worker_connections
 
     @property
     def max_connections(self) -> int:
