@@ -104,6 +104,7 @@ class Controller:
         header_timeout: float = HEADER_TIMEOUT,
         listener: Listener | None = None,
         build_outbounds: bool = True,
+        announce: bool = True,
     ) -> None:
         """
         @param listener: listens for an inbound (default: its endpoint); with
@@ -112,11 +113,14 @@ class Controller:
         @param build_outbounds: False in the parent of worker processes: the
             routes get placeholder outbounds (no file opened, no connection),
             so that checks, names and stats work as in one process.
+        @param announce: log each inbound's "listening" line as it starts;
+            the parent of worker processes logs it once they listen.
         """
         self._reactor = reactor
         self._header_timeout = header_timeout
         self._listener = listener if listener is not None else self._listen
         self._build_outbounds = build_outbounds
+        self._announce = announce
         self.compare_reset_hooks: list[Callable[[str], object]] = []
         """Called with the inbound's name after its comparison is reset."""
         self.pool = pool if pool is not None else HTTPClientPool(reactor)
@@ -240,18 +244,25 @@ class Controller:
             ) from e
         running = RunningInbound(fork, factory, port)
         self._inbounds[config.name] = running
+        if self._announce:
+            self.announce(config.name)
+        return running
+
+    def announce(self, name: str) -> None:
+        """Log that inbound C{name} listens, where, and its outbounds."""
+        running = self.inbound(name)
+        config = running.config
         self._log.info(
             "inbound {name} listening on {listen} ({address}), "
             "outbounds {outbounds}, active {active}",
             name=config.name,
             listen=config.listen,
-            address=port.getHost(),
+            address=running.port.getHost(),
             outbounds=", ".join(
                 f"{out.name}={out.address.raw}" for out in config.outbounds
             ),
             active=config.active,
         )
-        return running
 
     async def remove_inbound(self, name: str) -> InboundConfig:
         """Stop listening (the port is closed on return); requests in flight finish.
