@@ -10,9 +10,9 @@ one change can never revert another made meanwhile.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger
@@ -22,7 +22,7 @@ from nfork.config import InboundConfig, OutboundConfig
 from nfork.config.compare import CompareConfig
 from nfork.control.configfile import ConfigFile
 from nfork.control.controller import Controller
-from nfork.control.reload import ReloadResult, reload_file
+from nfork.control.reload import ReloadResult, apply_configs, reload_file
 
 T = TypeVar("T")
 
@@ -31,6 +31,17 @@ Undo = Callable[[], Awaitable[object]]
 
 class PersistError(Exception):
     """The configuration file could not be written; the change was undone."""
+
+
+class WorkersError(PersistError):
+    """A worker process could not apply the change; it was undone everywhere."""
+
+
+class Cluster(Protocol):
+    """The worker processes (L{nfork.workers.cluster.Cluster}), as changes see them."""
+
+    async def apply(self, configs: Iterable[InboundConfig]) -> None:
+        """Every worker applies C{configs}, or none does (and it raises)."""
 
 
 def _reason(error: BaseException) -> str:
@@ -72,10 +83,18 @@ class Changes:
     _log = Logger()
 
     def __init__(
-        self, controller: Controller, config_file: ConfigFile | None = None
+        self,
+        controller: Controller,
+        config_file: ConfigFile | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
+        """
+        @param cluster: the worker processes, if any: each change is applied
+            by all of them before it is answered, or undone.
+        """
         self._controller = controller
         self.config_file = config_file
+        self.cluster = cluster
         self._lock = DeferredLock()
 
     def add_inbound(self, config: InboundConfig) -> Deferred[InboundConfig]:
@@ -148,9 +167,21 @@ class Changes:
         The file is what is reloaded, so nothing is written back.
         """
 
+        controller = self._controller
+
         async def run() -> ReloadResult | None:
             async with self._lock:
-                return await reload_file(self._controller, path)
+                before = controller.configs()
+                result = await reload_file(controller, path)
+                if result is not None and self.cluster is not None:
+                    try:
+                        await self._spread(
+                            f"the reload of {path}",
+                            partial(apply_configs, controller, before),
+                        )
+                    except WorkersError:
+                        return None  # logged: nothing changed
+                return result
 
         return _detached(Deferred.fromCoroutine(run()))
 
@@ -174,11 +205,50 @@ class Changes:
         async def commit() -> T:
             async with self._lock:
                 result, undo = await apply()
+                if self.cluster is not None:
+                    await self._spread(what, undo)
+                    undo = self._spread_undo(undo)
                 if self.config_file is not None:
                     await self._save(what, undo)
                 return result
 
         return _detached(Deferred.fromCoroutine(commit()))
+
+    async def _spread(self, what: str, undo: Undo) -> None:
+        """Have every worker apply the running state; on failure, undo and raise."""
+        assert self.cluster is not None
+        try:
+            await self.cluster.apply(self._controller.configs())
+        except Exception as e:
+            reason = _reason(e)
+            self._log.error(
+                "the worker processes could not apply {change}: {reason}; "
+                "undoing the change",
+                change=what,
+                reason=reason,
+            )
+            try:
+                await undo()
+            except Exception:
+                self._log.failure(
+                    "undoing {change} failed: the parent and its workers now disagree",
+                    change=what,
+                )
+            raise WorkersError(
+                f"a worker process could not apply the change: {reason}; "
+                "the change was undone"
+            ) from e
+
+    def _spread_undo(self, undo: Undo) -> Undo:
+        """C{undo}, then the workers take the state back too."""
+        cluster = self.cluster
+        assert cluster is not None
+
+        async def undo_everywhere() -> None:
+            await undo()
+            await cluster.apply(self._controller.configs())
+
+        return undo_everywhere
 
     async def _save(self, what: str, undo: Undo) -> None:
         """Persist the running state; on failure, undo the change and raise."""
