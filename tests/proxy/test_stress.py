@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
+import pytest
+
 from tests.support.configs import inbound_json, write_config
 from tests.support.process import TwistdProcess
 
@@ -219,6 +221,10 @@ def file_backend(root: Path) -> Iterator[str]:
         server.wait(timeout=10)
 
 
+@pytest.mark.single_process(
+    "the RSS bound is one process's, read from twistd's pid; with workers "
+    "the attacks land on the workers"
+)
 def test_slowloris_non_readers_and_a_trailer_flood_at_once(tmp_path: Path) -> None:
     files = tmp_path / "files"
     files.mkdir()
