@@ -13,25 +13,40 @@ process.  Histograms are merged bucket by bucket, never percentiles.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nfork.control.controller import Controller, RunningInbound
 
-__all__ = ["apply_snapshots", "snapshot", "snapshot_requests"]
+__all__ = [
+    "WorkerFigures",
+    "apply_snapshots",
+    "retired",
+    "snapshot",
+    "snapshot_requests",
+]
 
 
 def snapshot(controller: Controller, worker_index: int) -> dict[str, Any]:
     """The raw state of a worker's inbounds, JSON-ready.
 
-    C{{"worker": k, "requests": n, "inbounds": {inbound: {"connections",
-    "refused", "compare", "outbounds": {outbound: {"stats", "inflight"}}}}}};
-    C{"requests"} is L{snapshot_requests}.
+    C{{"worker": k, "pid": p, "requests": n, "inbounds": {inbound:
+    {"connections", "refused", "compare", "outbounds": {outbound: {"config",
+    "stats", "inflight"}}}}}}}; C{"requests"} is L{snapshot_requests}.  Each
+    outbound's and comparer's settings go along, so that the parent adds
+    only figures of the outbound and comparison it has (see
+    L{apply_snapshots}).
     """
     inbounds: dict[str, Any] = {}
     for config in controller.configs():
         inbounds[config.name] = _inbound_snapshot(controller.inbound(config.name))
-    result: dict[str, Any] = {"worker": worker_index, "inbounds": inbounds}
+    result: dict[str, Any] = {
+        "worker": worker_index,
+        "pid": os.getpid(),
+        "inbounds": inbounds,
+    }
     result["requests"] = snapshot_requests(result)
     return result
 
@@ -39,15 +54,31 @@ def snapshot(controller: Controller, worker_index: int) -> dict[str, Any]:
 def _inbound_snapshot(running: RunningInbound) -> dict[str, Any]:
     routing = running.routing
     comparer = routing.comparer
+    compare = None
+    if comparer is not None:
+        compare = {
+            "primary": comparer.primary,
+            "settings": comparer.settings.to_json(full=True),
+            "figures": comparer.export(),
+        }
     return {
         "connections": len(running.factory.connections),
         "refused": running.factory.refused,
-        "compare": None if comparer is None else comparer.export(),
+        "compare": compare,
         "outbounds": {
-            route.name: {"stats": route.stats.export(), "inflight": route.inflight}
+            route.name: {
+                "config": route.config.to_json(),
+                "stats": route.stats.export(),
+                "inflight": route.inflight,
+            }
             for route in routing.routes
         },
     }
+
+
+def _as_json(value: object) -> object:
+    """C{value} as it reads after a trip through JSON (tuples as lists...)."""
+    return json.loads(json.dumps(value))
 
 
 def snapshot_requests(snapshot: Mapping[str, Any]) -> int:
@@ -79,10 +110,12 @@ def apply_snapshots(
     For every inbound of C{controller}: each outbound's stats, copies in
     flight, the connections open and refused, and the comparer's counts,
     samples and pending jobs.  What no snapshot mentions (an inbound or
-    outbound the workers have not started yet) reads zero; what the
-    controller does not have (one the workers have not removed yet) is
-    ignored, and so are an outbound's stats of another window length (a
-    change of C{statsWindow} on its way).
+    outbound the workers have not started yet) reads zero.  Figures of what
+    the controller does not have are left out: an inbound or outbound it
+    does not run, an outbound configured otherwise or with another
+    C{statsWindow}, a comparison with other settings or another primary (a
+    change on its way to the workers, or the L{retired} figures of an
+    outbound changed since), as one process would have started those over.
     """
     for config in controller.configs():
         running = controller.inbound(config.name)
@@ -96,21 +129,113 @@ def apply_snapshots(
         factory.refused = sum(int(part["refused"]) for part in parts)
         routing = running.routing
         for route in routing.routes:
+            configured = _as_json(route.config.to_json())
+            window = route.stats.window
             outbounds = [
                 outbound
                 for outbound in (part["outbounds"].get(route.name) for part in parts)
                 if outbound is not None
+                and outbound["config"] == configured
+                and float(outbound["stats"]["window"]) == window
             ]
-            route.stats.load_sum(
-                [
-                    outbound["stats"]
-                    for outbound in outbounds
-                    if float(outbound["stats"]["window"]) == route.stats.window
-                ]
-            )
+            route.stats.load_sum([outbound["stats"] for outbound in outbounds])
             route.inflight = sum(int(outbound["inflight"]) for outbound in outbounds)
         comparer = routing.comparer
         if comparer is not None:
+            settings = _as_json(comparer.settings.to_json(full=True))
             comparer.load_sum(
-                [part["compare"] for part in parts if part["compare"] is not None]
+                [
+                    compare["figures"]
+                    for compare in (part["compare"] for part in parts)
+                    if compare is not None
+                    and compare["primary"] == comparer.primary
+                    and compare["settings"] == settings
+                ]
             )
+
+
+def retired(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    """The figures a worker that is gone leaves in the sum: its counts only.
+
+    Its last C{snapshot}, with no connection open, no copy in flight and no
+    comparison pending: all those went with the process.
+    """
+    inbounds = {}
+    for name, inbound in snapshot["inbounds"].items():
+        compare = inbound["compare"]
+        if compare is not None:
+            compare = {
+                **compare,
+                "figures": {**compare["figures"], "pending": 0},
+            }
+        inbounds[name] = {
+            **inbound,
+            "connections": 0,
+            "compare": compare,
+            "outbounds": {
+                outbound: {**figures, "inflight": 0}
+                for outbound, figures in inbound["outbounds"].items()
+            },
+        }
+    return {**snapshot, "inbounds": inbounds, "requests": 0}
+
+
+class WorkerFigures:
+    """The parent's sum of its workers' snapshots, those of dead ones kept.
+
+    A worker that dies takes its counts with it; summing only the live
+    workers would make the parent's counters go down, which Prometheus
+    reads as a reset.  L{update} keeps the last snapshot of each worker
+    process that is gone (L{retired}) and adds it to every later sum, so
+    that counters never go down while the outbound and comparison they
+    count stay as they were.  The parent calls L{apply} with every
+    collection of its live workers' snapshots.
+    """
+
+    def __init__(self, controller: Controller) -> None:
+        """Sum into C{controller}'s stats; follow its comparison resets."""
+        self._controller = controller
+        self._live: dict[int, Mapping[str, Any]] = {}
+        """The last snapshot of each worker, by index."""
+        self._retired: list[dict[str, Any]] = []
+        controller.compare_reset_hooks.append(self.reset_compare)
+
+    def apply(self, snapshots: Sequence[Mapping[str, Any]]) -> None:
+        """L{apply_snapshots} of the live workers' and the retired ones'."""
+        apply_snapshots(self._controller, self.update(snapshots))
+
+    def update(self, snapshots: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """Take the workers' latest C{snapshots}; every snapshot to sum.
+
+        A worker answering from another process (pid) than before was
+        restarted: its previous process is retired.  A worker missing from
+        C{snapshots} (dead, or late to answer) counts with its last
+        snapshot's counts until it answers again.
+        """
+        missing = dict(self._live)
+        for shot in snapshots:
+            index = int(shot["worker"])
+            last = missing.pop(index, None)
+            if last is not None and shot.get("pid") != last.get("pid"):
+                self._retired.append(retired(last))
+            self._live[index] = shot
+        return [
+            *self._retired,
+            *snapshots,
+            *(retired(last) for last in missing.values()),
+        ]
+
+    def reset_compare(self, inbound: str) -> None:
+        """Forget the comparison of C{inbound} of the workers that are gone.
+
+        Call it when the comparison is reset (the live workers reset theirs).
+        """
+        for shot in self._retired:
+            place = shot["inbounds"].get(inbound)
+            if place is not None:
+                place["compare"] = None
+        for index, last in self._live.items():
+            place = last["inbounds"].get(inbound)
+            if place is not None and place["compare"] is not None:
+                inbounds = {**last["inbounds"], inbound: {**place, "compare": None}}
+                self._live[index] = {**last, "inbounds": inbounds}

@@ -21,7 +21,12 @@ from nfork.control.controller import Controller
 from nfork.control.metrics import metrics_registry
 from nfork.proxy.messages import CapturedAnswer, ProxyRequest
 from nfork.proxy.stats import OutboundStats
-from nfork.workers.merge import apply_snapshots, snapshot, snapshot_requests
+from nfork.workers.merge import (
+    WorkerFigures,
+    apply_snapshots,
+    snapshot,
+    snapshot_requests,
+)
 from tests.support.configs import inbound_json, load_inbounds
 
 PRIMARY = CapturedAnswer(200, (), b'{"a":1}', 7)
@@ -322,8 +327,11 @@ WEB = inbound_json(
 API = inbound_json("api", "127.0.0.1:9081", out={"prod": "h:3"})
 
 
-def controller(reactor: MemoryReactorClock, *inbounds: dict[str, Any]) -> Controller:
-    result = Controller(reactor)
+def controller(
+    reactor: MemoryReactorClock, *inbounds: dict[str, Any], parent: bool = False
+) -> Controller:
+    """A worker's controller, or with C{parent} one with placeholder outbounds."""
+    result = Controller(reactor, build_outbounds=not parent)
     for config in load_inbounds(*inbounds):
         Deferred.fromCoroutine(result.add_inbound(config))
     return result
@@ -369,7 +377,7 @@ def test_the_parents_stats_and_metrics_are_those_of_one_process() -> None:
     reactor.advance(50.5)
     whole = controller(reactor, WEB, API)
     workers = [controller(reactor, WEB, API) for _ in range(3)]
-    parent = controller(reactor, WEB, API)
+    parent = controller(reactor, WEB, API, parent=True)
     traffic(whole, 0, 1)
     for k, worker in enumerate(workers):
         traffic(worker, k, 3)
@@ -408,7 +416,7 @@ def test_the_parents_stats_and_metrics_are_those_of_one_process() -> None:
 
 def test_the_parent_counts_the_workers_open_connections() -> None:
     reactor = MemoryReactorClock()
-    worker, parent = controller(reactor, API), controller(reactor, API)
+    worker, parent = controller(reactor, API), controller(reactor, API, parent=True)
     worker.inbound("api").factory.connections.update([object(), object()])  # type: ignore[list-item]
     apply_snapshots(parent, [snapshot(worker, 1), snapshot(worker, 2)])
     assert parent.inbound("api").factory.open_connections == 4
@@ -417,7 +425,7 @@ def test_the_parent_counts_the_workers_open_connections() -> None:
 
 def test_what_the_workers_have_not_started_reads_zero_and_the_rest_is_ignored() -> None:
     reactor = MemoryReactorClock()
-    parent = controller(reactor, WEB, API)
+    parent = controller(reactor, WEB, API, parent=True)
     old = controller(
         reactor, inbound_json("gone", "127.0.0.1:9082", out={"prod": "h:1"})
     )
@@ -430,8 +438,77 @@ def test_what_the_workers_have_not_started_reads_zero_and_the_rest_is_ignored() 
 
 def test_stats_of_another_window_are_left_out() -> None:
     reactor = MemoryReactorClock()
-    parent = controller(reactor, API)
+    parent = controller(reactor, API, parent=True)
     worker = controller(reactor, {**API, "statsWindow": "2s"})
     worker.outbound_route("api", "prod").stats.record_error(1.0)
     apply_snapshots(parent, [snapshot(worker, 1)])
     assert parent.outbound_route("api", "prod").stats.total_requests == 0
+
+
+def test_figures_of_an_outbound_changed_since_are_left_out() -> None:
+    reactor = MemoryReactorClock()
+    parent = controller(reactor, inbound_json("api", out={"prod": "h:4"}), parent=True)
+    worker = controller(reactor, API)  # prod was h:3: another outbound
+    worker.outbound_route("api", "prod").stats.record_error(1.0)
+    apply_snapshots(parent, [snapshot(worker, 1)])
+    assert parent.outbound_route("api", "prod").stats.total_requests == 0
+
+
+def test_a_comparison_with_another_primary_is_left_out() -> None:
+    reactor = MemoryReactorClock()
+    parent = controller(reactor, {**WEB, "active": "staging"}, parent=True)
+    worker = controller(reactor, {**WEB, "compare": {"candidates": ["prod"]}})
+    tally_record(worker.comparer("web").tally, 1, "prod", "GET /", [], [], False, False)
+    apply_snapshots(parent, [snapshot(worker, 1)])
+    assert parent.comparer("web").counters() == []
+
+
+def restarted(shot: dict[str, Any], pid: int) -> dict[str, Any]:
+    return {**shot, "pid": pid}
+
+
+def test_a_dead_workers_counts_stay_in_the_sum_and_counters_never_go_down() -> None:
+    reactor = MemoryReactorClock()
+    one, two = controller(reactor, WEB), controller(reactor, WEB)
+    parent = controller(reactor, WEB, parent=True)
+    figures = WorkerFigures(parent)
+    one.outbound_route("web", "prod").stats.record_response(200, 0.1)
+    one.outbound_route("web", "prod").inflight = 5
+    two.outbound_route("web", "prod").stats.record_response(200, 0.1)
+    figures.apply([snapshot(one, 1), snapshot(two, 2)])
+    prod = parent.outbound_route("web", "prod")
+    assert (prod.stats.total_requests, prod.inflight) == (2, 5)
+    # Worker 1 dies: its counts stay, its copies in flight are gone.
+    figures.apply([snapshot(two, 2)])
+    assert (prod.stats.total_requests, prod.inflight) == (2, 0)
+    # It answers again from the same process (it was late): counted once.
+    figures.apply([snapshot(one, 1), snapshot(two, 2)])
+    assert (prod.stats.total_requests, prod.inflight) == (2, 5)
+    # Restarted: a new process with nothing counted yet.
+    fresh = controller(reactor, WEB)
+    fresh.outbound_route("web", "prod").stats.record_error(0.1)
+    new = restarted(snapshot(fresh, 1), pid=-1)
+    figures.apply([new, snapshot(two, 2)])
+    assert (prod.stats.total_requests, prod.inflight) == (3, 0)
+    assert prod.stats.total_errors == 1
+    figures.apply([new, snapshot(two, 2)])
+    assert prod.stats.total_requests == 3
+
+
+def test_a_reset_forgets_the_comparison_of_workers_that_are_gone() -> None:
+    reactor = MemoryReactorClock()
+    worker = controller(reactor, WEB)
+    parent = controller(reactor, WEB, parent=True)
+    tally_record(
+        worker.comparer("web").tally, 1, "staging", "GET /", [], [], False, False
+    )
+    figures = WorkerFigures(parent)
+    figures.apply([snapshot(worker, 1)])
+    figures.apply([])  # worker 1 gone
+    assert parent.comparer("web").counters() == [("staging", 1, 0, 0)]
+    parent.reset_compare("web")  # DELETE /v1/nfork/web/compare
+    figures.apply([])
+    assert parent.comparer("web").counters() == []
+    replacement = restarted(snapshot(controller(reactor, WEB), 1), pid=-1)
+    figures.apply([replacement])
+    assert parent.comparer("web").counters() == []
