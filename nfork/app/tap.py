@@ -8,6 +8,7 @@ import shlex
 import stat
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -38,6 +39,8 @@ from nfork.control.configfile import ConfigFile, in_thread_pool
 from nfork.control.controller import Controller
 from nfork.control.klog import LogRing, LogRingService
 from nfork.outbounds.registry import check_inbounds
+from nfork.workers.listening import reserve_port
+from nfork.workers.service import WorkersService
 
 DEFAULT_CONTROL = "127.0.0.1:9090"
 """Where the control API listens by default: loopback only."""
@@ -50,7 +53,7 @@ class Options(usage.Options):
 
     synopsis = (
         "[--config FILE | --demo] [--control ADDR] [--control-allow-host NAME]... "
-        "[--sink-dir DIR] [--persist]"
+        "[--sink-dir DIR] [--persist] [--workers N|auto]"
     )
     longdesc = (
         "nfork forks every HTTP request of an inbound to several outbound "
@@ -88,6 +91,14 @@ class Options(usage.Options):
             "Directory where file:// sinks created through the control API "
             "may write; without it, the API refuses them (403).",
         ],
+        [
+            "workers",
+            None,
+            "1",
+            "Worker processes forwarding the traffic (auto: one per CPU); with "
+            "more than 1, this process keeps the control API, the stats and "
+            "the configuration and forwards nothing.",
+        ],
     ]
     optFlags = [
         [
@@ -111,6 +122,8 @@ class Options(usage.Options):
     """The control API's token, read from --control-token-file."""
     sink_dir: str | None = None
     """--sink-dir, absolute."""
+    workers = 1
+    """--workers, as a number."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -128,6 +141,7 @@ class Options(usage.Options):
             self.drain_timeout = parse_duration(self["drain-timeout"])
         except ValueError as e:
             raise usage.UsageError(f"--drain-timeout: {e}") from None
+        self.workers = parse_workers(self["workers"])
         if self["demo"] and self["config"]:
             raise usage.UsageError("--demo and --config cannot be used together")
         self._control_options()
@@ -176,6 +190,22 @@ class Options(usage.Options):
                     "--persist saves changes made through the control API: "
                     "it cannot be used with --control none"
                 )
+
+
+def parse_workers(value: str) -> int:
+    """C{--workers}: a positive number, or C{auto} for the number of CPUs."""
+    if value.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise usage.UsageError(
+            f"--workers: expected a number of processes (1 or more) or auto, "
+            f"not {value!r}"
+        )
+    return count
 
 
 def read_token(path: str) -> str:
@@ -398,11 +428,26 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     LogRingService(log_ring).setServiceParent(root)
     if options["demo"]:
         demo_backends(reactor).setServiceParent(root)
-    controller = Controller(reactor)
+    workers: WorkersService | None = None
+    if options.workers > 1:
+        # The parent reserves the addresses, the workers listen and forward.
+        controller = Controller(
+            reactor,
+            listener=partial(reserve_port, reactor),
+            build_outbounds=False,
+            announce=False,
+        )
+        workers = WorkersService(
+            reactor, controller, options.workers, options.drain_timeout
+        )
+    else:
+        controller = Controller(reactor)
     config_file = None
     if options["persist"]:
         config_file = ConfigFile(options["config"], in_thread_pool(reactor))
-    changes = Changes(controller, config_file)
+    changes = Changes(
+        controller, config_file, workers.cluster if workers is not None else None
+    )
     # Before the inbounds, so that signals are handled from the moment the
     # first inbound is listening.
     path = options["config"]
@@ -410,6 +455,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     SignalService(reactor, reload).setServiceParent(root)
     inbounds = InboundsService(controller, options.inbounds, options.drain_timeout)
     inbounds.setServiceParent(root)
+    if workers is not None:
+        # After the inbounds: the workers listen where the parent reserved.
+        workers.setServiceParent(root)
     control: ControlService | None = None
     if options.control is not None:
         api = ControlAPI(
@@ -418,9 +466,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             changes=changes,
             log_ring=log_ring,
             token=options.token,
-            ready=lambda: inbounds.ready,
+            ready=lambda: inbounds.ready and (workers is None or workers.ready),
             hosts=options.hosts,
             sink_dir=options.sink_dir,
+            workers=workers.cluster.describe if workers is not None else None,
         )
         control = ControlService(
             reactor,

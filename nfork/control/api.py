@@ -339,6 +339,7 @@ class ControlAPI:
         ready: Callable[[], bool] = lambda: True,
         hosts: ControlHosts | None = None,
         sink_dir: str | None = None,
+        workers: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         """
         @param changes: applies (and persists) changes; default: not persisted.
@@ -350,6 +351,8 @@ class ControlAPI:
             L{OPEN_PATHS}); None: any (an API embedded behind other checks).
         @param sink_dir: the directory C{file://} sinks given in a request
             must be in; None: such sinks are refused.
+        @param workers: each worker process's figures (C{/debug/workers});
+            None: a single process.
         """
         self._controller = controller
         self._changes = changes if changes is not None else Changes(controller)
@@ -358,6 +361,7 @@ class ControlAPI:
         self._ready = ready
         self._hosts = hosts
         self._sink_dir = sink_dir
+        self._workers = workers
         self._run: BlockingRunner = thread_runner(reactor)
         self.profiler = Profiler(reactor)
         self.registry = metrics_registry(controller)
@@ -510,6 +514,12 @@ class ControlAPI:
         return _json(request, 200, updated.to_json())
 
     # -- debugging --------------------------------------------------------
+
+    @app.route("/debug/workers", methods=["GET"])
+    def workers(self, request: IRequest) -> bytes:
+        """Each worker process: index, pid, alive, restarts, requests received."""
+        workers = self._workers() if self._workers is not None else []
+        return _json(request, 200, {"workers": workers})
 
     @app.route("/debug/klog", methods=["GET"])
     def klog(self, request: IRequest) -> bytes:

@@ -11,7 +11,6 @@ are the parent's business: the worker ignores SIGTERM, SIGHUP and SIGINT.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import signal
@@ -39,6 +38,7 @@ from nfork.control.controller import Controller
 from nfork.control.reload import apply_configs
 from nfork.proxy.server import InboundServerFactory
 from nfork.workers.listening import listen_reuseport
+from nfork.workers.merge import snapshot
 from nfork.workers.protocol import (
     Configure,
     Drain,
@@ -88,7 +88,6 @@ class Worker:
         self._bound: dict[str, tuple[str, int]] = {}
         # The parent logs each inbound's "listening" line once all listen.
         self.controller = Controller(reactor, listener=self._listen_on, announce=False)
-        self._state = _state_builder()
 
     async def _listen_on(
         self, config: InboundConfig, factory: InboundServerFactory
@@ -128,17 +127,8 @@ class Worker:
             )
 
     def snapshot(self) -> str:
-        """The worker's figures as JSON text (see L{Snapshot})."""
-        controller = self.controller
-        requests = sum(
-            controller.inbound(config.name).routing.active.stats.total_requests
-            for config in controller.configs()
-        )
-        state = self._state(controller, self.index) if self._state else {}
-        return json.dumps(
-            {"worker": self.index, "requests": requests, "state": state},
-            separators=(",", ":"),
-        )
+        """The worker's figures as JSON text (L{nfork.workers.merge.snapshot})."""
+        return json.dumps(snapshot(self.controller, self.index), separators=(",", ":"))
 
     def reset_compare(self, inbound: str) -> None:
         """Reset an inbound's comparison; L{WorkerError} if it compares nothing."""
@@ -157,14 +147,6 @@ class Worker:
         """The parent closed the channel: nobody is in charge, stop now."""
         if self._reactor.running:
             self._reactor.stop()
-
-
-def _state_builder() -> Any:
-    """C{nfork.workers.merge.snapshot}, the stats and comparison export."""
-    try:
-        return importlib.import_module("nfork.workers.merge").snapshot
-    except (ImportError, AttributeError):
-        return None
 
 
 class WorkerProtocol(amp.AMP):

@@ -62,8 +62,8 @@ class Cluster:
 
     @param on_fatal: called with the reason when a worker cannot be kept
         running; the parent then exits with status 1.
-    @param on_snapshots: called after each collection with the C{state} of
-        every live worker's snapshot.
+    @param on_snapshots: called after each collection with every live
+        worker's snapshot (L{nfork.workers.merge.snapshot}).
     """
 
     _log = Logger()
@@ -253,7 +253,7 @@ class Cluster:
                 snapshots[worker.index] = json.loads(answer["snapshot"])
         self.snapshots = snapshots
         if self._on_snapshots is not None:
-            self._on_snapshots([snapshot["state"] for snapshot in snapshots.values()])
+            self._on_snapshots(list(snapshots.values()))
 
     def describe(self) -> list[dict[str, Any]]:
         """Each worker's index, pid, liveness, restarts and requests received."""

@@ -62,7 +62,7 @@ class Configure(amp.Command):
 
 
 class Snapshot(amp.Command):
-    """The worker's figures: C{{"worker", "requests", "state"}} as JSON text."""
+    """The worker's figures as JSON text (L{nfork.workers.merge.snapshot})."""
 
     arguments = []
     response = [(b"snapshot", LongText())]
