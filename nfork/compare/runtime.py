@@ -50,6 +50,11 @@ answers on the way (the job, the captures, the bodies kept): measured at
 10-15 us, spent in the fork rather than in the comparison's slices."""
 
 
+_RESEND_SAMPLES = 30
+"""Every this many L{Comparer.export}s, all the samples are sent again, for a
+reader that missed some."""
+
+
 class UnknownCandidate(LookupError):
     """The outbound named is not a candidate of the inbound's comparison."""
 
@@ -94,6 +99,9 @@ class Comparer:
         self._call: IDelayedCall | None = None
         self._window_start = 0.0
         self._spent = 0.0
+        self._exports = 0
+        self._sent = (-1, 0)
+        """The tally's epoch and the samples stored at the last L{export}."""
 
     def set_roles(self, candidates: Sequence[str], baseline: str | None) -> None:
         """The outbounds compared now (a routing change may add or remove some)."""
@@ -231,8 +239,18 @@ class Comparer:
         self.tally.reset()
 
     def export(self) -> dict[str, Any]:
-        """The counts, samples and pending jobs, JSON-ready, for L{load_sum}."""
-        return {"pending": self.pending, "tally": self.tally.export()}
+        """The counts, samples and pending jobs, JSON-ready, for L{load_sum}.
+
+        Samples once sent are not sent again (they never change), but every
+        L{_RESEND_SAMPLES}th time: the reader keeps them (see
+        L{nfork.workers.merge.WorkerFigures}).
+        """
+        tally = self.tally
+        epoch, sent = self._sent
+        since = sent if epoch == tally.epoch and self._exports % _RESEND_SAMPLES else 0
+        self._exports += 1
+        self._sent = (tally.epoch, tally.stored)
+        return {"pending": self.pending, "tally": tally.export(since)}
 
     def load_sum(self, exports: Sequence[Mapping[str, Any]]) -> None:
         """Replace the counts, samples and pending jobs with C{exports}' sum.

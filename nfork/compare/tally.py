@@ -97,6 +97,13 @@ class Tally:
         self.sample_body = sample_body
         self._candidates: dict[str, _Candidate] = {}
         self._stored = 0
+        self._kept: list[dict[str, Any]] = []
+        """The samples stored, in the order they were: the number of a
+        sample is its place here (see L{export})."""
+        self._numbers: dict[int, int] = {}
+        """The number of each stored sample, by C{id}."""
+        self.epoch = 0
+        """Changes with every L{reset}: sample numbers start over."""
 
     def record(
         self,
@@ -143,7 +150,7 @@ class Tally:
             place.differing += 1
         if wanting and self._stored < self.max_stored_samples:
             sample = self._sample(request, primary, other, baseline, differences)
-            self._stored += 1
+            self._keep(sample)
             for stats in wanting.values():
                 stats.samples.append(sample)
         return differing
@@ -156,33 +163,38 @@ class Tally:
         """Forget every count and sample."""
         self._candidates.clear()
         self._stored = 0
+        self._kept = []
+        self._numbers = {}
+        self.epoch += 1
 
-    def export(self) -> dict[str, Any]:
-        """Every count and sample, JSON-ready, for L{load_sum} in another process.
+    def _keep(self, sample: dict[str, Any]) -> None:
+        """Count C{sample} as stored, and number it."""
+        self._stored += 1
+        self._numbers[id(sample)] = len(self._kept)
+        self._kept.append(sample)
 
-        A sample kept for several fields is listed once under C{"samples"};
-        the fields name it by its index there.
+    def export(self, since: int = 0) -> dict[str, Any]:
+        """Every count, and the samples from number C{since} on, JSON-ready.
+
+        For L{load_sum} in another process.  Samples are numbered in the
+        order they were stored, from 0 after each L{reset} (C{"epoch"}
+        changes): C{"samples"} lists those from C{"since"} on, and each field
+        names its samples by number, so that a reader who has the earlier
+        ones need not be sent them again.  A sample kept for several fields
+        is sent once.
         """
-        samples: list[dict[str, Any]] = []
-        numbers: dict[int, int] = {}
+        numbers = self._numbers
         candidates: dict[str, Any] = {}
         for name, counts in self._candidates.items():
             endpoints: dict[str, Any] = {}
             for endpoint, place in counts.endpoints.items():
                 fields: dict[str, Any] = {}
                 for path, stats in place.fields.items():
-                    kept = []
-                    for sample in stats.samples:
-                        number = numbers.get(id(sample))
-                        if number is None:
-                            number = numbers[id(sample)] = len(samples)
-                            samples.append(sample)
-                        kept.append(number)
                     fields[path] = {
                         "raw": stats.raw,
                         "noise": stats.noise,
                         "kinds": dict(stats.kinds),
-                        "samples": kept,
+                        "samples": [numbers[id(sample)] for sample in stats.samples],
                     }
                 endpoints[endpoint] = {
                     "requests": place.requests,
@@ -196,7 +208,17 @@ class Tally:
                 "skipped": counts.skipped,
                 "endpoints": endpoints,
             }
-        return {"candidates": candidates, "samples": samples}
+        return {
+            "epoch": self.epoch,
+            "candidates": candidates,
+            "since": since,
+            "samples": self._kept[since:],
+        }
+
+    @property
+    def stored(self) -> int:
+        """How many samples are stored (the next sample's number)."""
+        return self._stored
 
     def load_sum(self, exports: Sequence[dict[str, Any]]) -> None:
         """Replace every count and sample with the sum of C{exports}.
@@ -204,14 +226,19 @@ class Tally:
         Counts are added; each field keeps its earliest samples (by request
         time) within C{samples}, and C{max_stored_samples} in all.  Endpoints
         and fields beyond the bounds are counted as L{OTHER}, in the order
-        of C{exports}.
+        of C{exports}.  A sample an export names but does not include (before
+        its C{"since"}, or C{None}) is left out.
         """
         self.reset()
-        # (time, export, number): the samples each field may keep.
-        offered: dict[int, list[tuple[float, int, int]]] = {}
+        # (time, export, number, sample): the samples each field may keep.
+        offered: dict[int, list[tuple[float, int, int, dict[str, Any]]]] = {}
         places: dict[int, _Field] = {}
+        pools: list[list[dict[str, Any] | None]] = []
         for source, exported in enumerate(exports):
-            pool = exported["samples"]
+            since = int(exported["since"])
+            pool: list[dict[str, Any] | None] = [None] * since
+            pool.extend(exported["samples"])
+            pools.append(pool)
             for name, theirs in exported["candidates"].items():
                 counts = self._candidate(name)
                 counts.compared += theirs["compared"]
@@ -231,23 +258,24 @@ class Tally:
                             kinds[kind] = kinds.get(kind, 0) + n
                         places[id(stats)] = stats
                         offered.setdefault(id(stats), []).extend(
-                            (pool[number].get("time") or 0.0, source, number)
+                            (_time(sample), source, number, sample)
                             for number in their_field["samples"]
+                            if number < len(pool)
+                            and (sample := pool[number]) is not None
                         )
         kept: dict[tuple[int, int], dict[str, Any]] = {}
         for key, choices in offered.items():
             stats = places[key]
-            choices.sort()
-            for _, source, number in choices:
+            choices.sort(key=lambda choice: choice[:3])
+            for _, source, number, sample in choices:
                 if len(stats.samples) >= self.samples_per_field:
                     break
-                sample = kept.get((source, number))
-                if sample is None:
+                if (source, number) not in kept:
                     if self._stored >= self.max_stored_samples:
                         break
-                    sample = kept[source, number] = exports[source]["samples"][number]
-                    self._stored += 1
-                stats.samples.append(sample)
+                    kept[source, number] = sample
+                    self._keep(sample)
+                stats.samples.append(kept[source, number])
 
     def report(self) -> dict[str, Any]:
         """The counts and verdicts, JSON-ready."""
@@ -399,6 +427,11 @@ class Tally:
                 # The cut split the last character: keep the whole ones.
                 return kept[: error.start].decode("utf-8"), None, cut
             return None, base64.b64encode(kept).decode("ascii"), cut
+
+
+def _time(sample: dict[str, Any]) -> float:
+    """When a sample's request was received (0 when unknown)."""
+    return float(sample.get("time") or 0.0)
 
 
 def _headers(headers: Headers) -> list[list[str]]:

@@ -198,6 +198,9 @@ class WorkerFigures:
         self._live: dict[int, Mapping[str, Any]] = {}
         """The last snapshot of each worker, by index."""
         self._retired: list[dict[str, Any]] = []
+        self._samples: dict[tuple[int, str], tuple[object, list[Any]]] = {}
+        """Per worker and inbound, the comparison's samples received so far
+        (with the worker's pid and tally epoch they belong to)."""
         controller.compare_reset_hooks.append(self.reset_compare)
 
     def apply(self, snapshots: Sequence[Mapping[str, Any]]) -> None:
@@ -213,17 +216,48 @@ class WorkerFigures:
         snapshot's counts until it answers again.
         """
         missing = dict(self._live)
+        complete = []
         for shot in snapshots:
             index = int(shot["worker"])
             last = missing.pop(index, None)
             if last is not None and shot.get("pid") != last.get("pid"):
                 self._retired.append(retired(last))
+            shot = self._with_samples(index, shot)
             self._live[index] = shot
+            complete.append(shot)
         return [
             *self._retired,
-            *snapshots,
+            *complete,
             *(retired(last) for last in missing.values()),
         ]
+
+    def _with_samples(self, index: int, shot: Mapping[str, Any]) -> dict[str, Any]:
+        """C{shot} with every sample its worker sent so far (see L{Comparer.export}).
+
+        A sample missed (an answer lost) stays missing until the worker
+        sends them all again.
+        """
+        inbounds = dict(shot["inbounds"])
+        for name, inbound in inbounds.items():
+            compare = inbound["compare"]
+            if compare is None:
+                continue
+            tally = compare["figures"]["tally"]
+            key = (index, name)
+            owner = (shot.get("pid"), tally["epoch"])
+            known = self._samples.get(key)
+            samples = known[1] if known is not None and known[0] == owner else []
+            since = int(tally["since"])
+            if len(samples) < since:
+                samples.extend([None] * (since - len(samples)))
+            samples[since:] = tally["samples"]
+            self._samples[key] = (owner, samples)
+            figures = {
+                **compare["figures"],
+                "tally": {**tally, "since": 0, "samples": list(samples)},
+            }
+            inbounds[name] = {**inbound, "compare": {**compare, "figures": figures}}
+        return {**shot, "inbounds": inbounds}
 
     def reset_compare(self, inbound: str) -> None:
         """Forget the comparison of C{inbound} of the workers that are gone.

@@ -512,3 +512,58 @@ def test_a_reset_forgets_the_comparison_of_workers_that_are_gone() -> None:
     replacement = restarted(snapshot(controller(reactor, WEB), 1), pid=-1)
     figures.apply([replacement])
     assert parent.comparer("web").counters() == []
+
+
+def test_samples_are_sent_once_and_the_parent_keeps_them() -> None:
+    reactor = MemoryReactorClock()
+    worker = controller(reactor, WEB)
+    parent = controller(reactor, WEB, parent=True)
+    figures = WorkerFigures(parent)
+    tally = worker.comparer("web").tally
+    sent = []
+    for number in range(3):
+        tally_record(tally, number, "staging", "GET /", ["$.a"], [], False, False)
+        shot = over_the_wire(snapshot(worker, 1))
+        sent.append(
+            len(shot["inbounds"]["web"]["compare"]["figures"]["tally"]["samples"])
+        )
+        figures.apply([shot])
+    assert sent == [1, 1, 1]
+    expected = over_the_wire(tally.samples("staging", "GET /", "$.a"))
+    assert parent.compare_samples("web", "staging", "GET /", "$.a") == expected
+    assert len(expected) == 3
+
+
+def test_samples_missed_come_back_when_all_are_sent_again() -> None:
+    reactor = MemoryReactorClock()
+    worker = controller(reactor, WEB)
+    parent = controller(reactor, WEB, parent=True)
+    figures = WorkerFigures(parent)
+    tally = worker.comparer("web").tally
+    tally_record(tally, 1, "staging", "GET /", ["$.a"], [], False, False)
+    snapshot(worker, 1)  # the answer is lost on the way
+    tally_record(tally, 2, "staging", "GET /", ["$.a"], [], False, False)
+    figures.apply([snapshot(worker, 1)])
+    kept = parent.compare_samples("web", "staging", "GET /", "$.a")
+    assert [sample["time"] for sample in kept] == [1002.0]
+    assert parent.comparer("web").counters() == [("staging", 2, 2, 0)]
+    for _ in range(30):
+        figures.apply([snapshot(worker, 1)])
+    kept = parent.compare_samples("web", "staging", "GET /", "$.a")
+    assert [sample["time"] for sample in kept] == [1001.0, 1002.0]
+
+
+def test_after_a_reset_the_samples_are_numbered_again() -> None:
+    reactor = MemoryReactorClock()
+    worker = controller(reactor, WEB)
+    parent = controller(reactor, WEB, parent=True)
+    figures = WorkerFigures(parent)
+    tally = worker.comparer("web").tally
+    tally_record(tally, 1, "staging", "GET /", ["$.a"], [], False, False)
+    figures.apply([snapshot(worker, 1)])
+    worker.reset_compare("web")
+    tally_record(tally, 2, "staging", "GET /", ["$.b"], [], False, False)
+    figures.apply([snapshot(worker, 1)])
+    assert parent.compare_samples("web", "staging", "GET /", "$.a") == []
+    kept = parent.compare_samples("web", "staging", "GET /", "$.b")
+    assert [sample["time"] for sample in kept] == [1002.0]
