@@ -100,11 +100,18 @@ class TwistdProcess:
                 return match
 
     def listening_port(self, inbound: str) -> int:
-        """The port an inbound listens on, from its startup log line."""
-        match = self.wait_for_line(
-            rf"inbound {re.escape(inbound)} listening on .*port=(\d+)"
-        )
-        return int(match.group(1))
+        """The port an inbound listens on, from its startup log line.
+
+        A line already read (while waiting for another inbound's: with
+        workers, inbounds are announced in any order) counts, the latest
+        first; else the next one is waited for.
+        """
+        pattern = rf"inbound {re.escape(inbound)} listening on .*port=(\d+)"
+        for line in reversed(self.lines):
+            seen = re.search(pattern, line)
+            if seen:
+                return int(seen.group(1))
+        return int(self.wait_for_line(pattern).group(1))
 
     def terminate(self, timeout: float = 15.0) -> int:
         """SIGTERM, then wait for the exit code (SIGKILL if it hangs).
