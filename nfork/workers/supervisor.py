@@ -19,7 +19,7 @@ from typing import Any
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import ProcessDone, ProcessExitedAlready
+from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -92,8 +92,10 @@ class _Channel(ProcessProtocol):
         self.amp.dataReceived(data)
 
     def processEnded(self, reason: Failure) -> None:
-        self.amp.connectionLost(reason)
+        # The worker learns first, so that it reports the death itself rather
+        # than the commands the death failed.
         self.worker._ended(self, reason)
+        self.amp.connectionLost(reason)
 
 
 def worker_environment(index: int) -> dict[str, str]:
@@ -182,19 +184,21 @@ class SupervisedWorker:
         return stopped.addBoth(cancel_kill)
 
     def kill(self) -> None:
-        """SIGKILL the current process, if any (the parent is going away)."""
-        self._kill()
+        """SIGKILL the current process, if any."""
+        if self._channel is not None:
+            transport: Any = self._channel.transport
+            with suppress(ProcessExitedAlready):
+                transport.signalProcess("KILL")
 
     def _kill(self) -> None:
-        if self._channel is not None and self.pid is not None:
+        """The drain took too long."""
+        if self._channel is not None:
             self._log.warn(
                 "worker {index} (pid {pid}) still running: killing it",
                 index=self.index,
                 pid=self.pid,
             )
-            transport: Any = self._channel.transport
-            with suppress(ProcessExitedAlready):
-                transport.signalProcess("KILL")
+            self.kill()
 
     # -- process events ------------------------------------------------------
 
@@ -213,8 +217,8 @@ class SupervisedWorker:
         self.ever_ready = True
 
     def _not_configured(self, failure: Failure) -> None:
-        if self.stopping or self._channel is None:
-            return
+        if self.stopping or self._channel is None or failure.check(ProcessTerminated):
+            return  # a death is reported by _ended
         if not self.ever_ready:
             self._on_fatal(
                 f"worker {self.index} could not apply the configuration: "
@@ -228,7 +232,7 @@ class SupervisedWorker:
             pid=self.pid,
             error=failure.getErrorMessage(),
         )
-        self._kill()
+        self.kill()
 
     def _ended(self, channel: _Channel, reason: Failure) -> None:
         pid = self.pid
