@@ -104,7 +104,7 @@ def test_traffic_is_spread_over_every_worker(
             assert nfork.send() == "ok"
 
         def counted() -> bool:
-            return sum(w["requests"] for w in nfork.workers()) == 200
+            return sum(int(w["requests"]) for w in nfork.workers()) == 200
 
         eventually(counted, "every request counted by a worker")
         workers = nfork.workers()
