@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -14,7 +15,8 @@ from nfork.proxy.messages import CapturedAnswer
 
 
 def _answer(backend: str, path: str) -> CapturedAnswer:
-    request = DummyRequest(path.strip("/").split("/"))
+    # Any: DummyRequest stands in for the server.Request render() takes.
+    request: Any = DummyRequest([part.encode() for part in path.strip("/").split("/")])
     request.path = request.uri = path.encode()
     request.content = io.BytesIO()
     body = DemoBackend(backend).render(request)
