@@ -169,6 +169,10 @@ class Cluster:
             if not ok and not _gone(failure)
         ]
         if not failures:
+            self._log.info(
+                "{count} worker processes applied the configuration",
+                count=len(targets),
+            )
             self._announce()
             return
         self._state = previous

@@ -212,6 +212,7 @@ def test_sighup_reloads_every_worker(
         write_config(config, changed)
         nfork.twistd.process.send_signal(signal.SIGHUP)
         nfork.twistd.wait_for_line(r"reload of .*updated \['web'\]")
+        nfork.twistd.wait_for_line(r"2 worker processes applied the configuration")
         assert {nfork.send() for _ in range(50)} == {"B"}
         assert nfork.twistd.terminate() == 0
 
