@@ -17,11 +17,12 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from nfork.config import load_config
+from nfork.config.compare import parse_compare
 from nfork.control.changes import Changes, WorkersError
 from nfork.control.controller import Controller, PlaceholderOutbound
 from nfork.workers.cluster import Cluster
 from nfork.workers.listening import reserve_port
-from nfork.workers.protocol import Configure, Snapshot, WorkerError
+from nfork.workers.protocol import Configure, ResetCompare, Snapshot, WorkerError
 from nfork.workers.supervisor import MAX_DELAY, RestartPolicy
 from tests.support.configs import inbound_config, inbound_json
 
@@ -110,6 +111,25 @@ class ClusterTests(SynchronousTestCase):
         port = address.port
         assert port != 0
         assert json.loads(sent[0]["listen"]) == {"web": ["127.0.0.1", port]}
+
+    def test_a_comparison_reset_reaches_every_live_worker(self) -> None:
+        sent: list[tuple[type[amp.Command], dict[str, Any]]] = []
+
+        class Recording(FakeWorker):
+            def call(self, command: type[amp.Command], **arguments: Any) -> Any:
+                sent.append((command, arguments))
+                return succeed({})
+
+        workers = [Recording(1), Recording(2), Recording(3)]
+        workers[1].alive = False
+        self.cluster.workers = workers  # type: ignore[assignment]
+        self.controller.compare_reset_hooks.append(self.cluster.reset_compare)
+        self.successResultOf(
+            self.changes.set_compare("web", parse_compare({"candidates": ["staging"]}))
+        )
+        sent.clear()
+        self.controller.reset_compare("web")
+        assert sent == [(ResetCompare, {"inbound": "web"})] * 2
 
     def test_describe_reports_each_workers_requests(self) -> None:
         self.cluster.snapshots = {1: {"requests": 7}}
