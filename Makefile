@@ -32,8 +32,11 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
+# Then the end-to-end tests (those that start twistd, marked automatically)
+# again, with two worker processes behind each twistd.
 pytest: $(VENV)/.installed
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m twistd --nfork-workers 2
 
 test: lint typecheck pytest
 
