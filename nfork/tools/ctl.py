@@ -161,9 +161,11 @@ def add_ctl_parser(commands: Any) -> argparse.ArgumentParser:
         help="nfork's control API from a terminal: inbounds, stats, changes",
         description="Call a running nfork's control API: list the inbounds, "
         "show their stats (--watch: every second), switch the active outbound, "
-        "add and remove outbounds and inbounds, show a comparison report. "
+        "add and remove outbounds and inbounds, show a comparison report; "
+        "with --control repeated, on each nfork instance in turn. "
         "Exit status: 0; 1 when the API refuses (its message is printed) or "
-        "cannot be reached; 2 for a usage error.",
+        "cannot be reached (with several instances: any of them); 2 for a "
+        "usage error.",
     )
     ctl.set_defaults(ctl_parser=ctl)
     after = [_common_options(suppress=True)]
