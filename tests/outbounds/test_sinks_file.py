@@ -618,3 +618,26 @@ def test_the_worker_index_goes_before_the_suffix(
     path: str, worker: str | None, expected: str
 ) -> None:
     assert worker_file_path(path, worker) == expected
+
+
+def test_the_workers_files_of_an_api_sink_are_checked_too(tmp_path: Path) -> None:
+    sinks = tmp_path / "sinks"
+    sinks.mkdir()
+    precious = tmp_path / "precious"
+    precious.write_text("keep me")
+    (sinks / "traffic.w1.jsonl").write_text("")
+    (sinks / "traffic.w10.jsonl").write_text("")
+    (sinks / "other.w2.jsonl").symlink_to(precious)  # another sink's: not ours
+    check_sink_dir(f"{sinks}/traffic.jsonl", str(sinks))
+    (sinks / "traffic.w2.jsonl").symlink_to(precious)
+    with pytest.raises(OutsideSinkDir) as caught:
+        check_sink_dir(f"{sinks}/traffic.jsonl", str(sinks))
+    assert str(caught.value) == (
+        f"{sinks}/traffic.w2.jsonl goes through a symbolic link "
+        f"({sinks}/traffic.w2.jsonl): not followed"
+    )
+    (sinks / "traffic.w2.jsonl").unlink()
+    (sinks / "traffic.w3.jsonl").mkdir()
+    with pytest.raises(OutsideSinkDir, match=r"traffic\.w3\.jsonl exists and is not"):
+        check_sink_dir(f"{sinks}/traffic.jsonl", str(sinks))
+    assert precious.read_text() == "keep me"

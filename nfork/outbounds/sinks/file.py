@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -558,6 +559,24 @@ def check_sink_dir(path: str, sink_dir: str) -> None:
             break
     if relative is None:
         raise OutsideSinkDir(f"{path} is not inside the sink directory {given}")
+    _check_below(path, real, relative)
+    # With --workers, worker k writes <stem>.w<k><suffix> next to it: the
+    # same rules hold for those files.
+    directory, name = os.path.split(relative)
+    stem, suffix = os.path.splitext(name)
+    pattern = re.compile(rf"{re.escape(stem)}\.w[0-9]+{re.escape(suffix)}")
+    try:
+        siblings = os.listdir(os.path.join(real, directory))
+    except OSError:
+        return  # no directory yet, or not one: checked above
+    for sibling in sorted(siblings):
+        if pattern.fullmatch(sibling):
+            worker_path = os.path.join(os.path.dirname(path), sibling)
+            _check_below(worker_path, real, os.path.join(directory, sibling))
+
+
+def _check_below(path: str, real: str, relative: str) -> None:
+    """No segment of C{relative} under C{real} is a link; the file is regular."""
     current = real
     for segment in relative.split("/"):
         current = os.path.join(current, segment)
