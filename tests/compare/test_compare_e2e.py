@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from tests.support.configs import inbound_json, write_config
+from tests.support.files import recorded_lines, recording_files
 from tests.support.json_app import NOISE, REGRESSIONS, VARIANTS
 from tests.support.process import TwistdProcess
 
@@ -195,7 +196,7 @@ def test_a_recording_with_answers_replayed_to_the_candidate_fails_the_gate(
         sent = _traffic(twistd.listening_port("recorded"), 300, seed=7)
         assert twistd.terminate() == 0
         assert "Traceback" not in twistd.output()
-    records = [json.loads(line) for line in recording.read_text().splitlines()]
+    records = [json.loads(line) for line in recorded_lines(recording)]
     assert len(records) == sent
     assert all(record["answer"]["status"] == 200 for record in records)
 
@@ -204,7 +205,7 @@ def test_a_recording_with_answers_replayed_to_the_candidate_fails_the_gate(
     command = [
         str(NFORK),
         "replay",
-        str(recording),
+        *(str(file) for file in recording_files(recording)),
         "--to",
         f"http://127.0.0.1:{apps['candidate']}",
         "--rate",
@@ -224,7 +225,7 @@ def test_a_recording_with_answers_replayed_to_the_candidate_fails_the_gate(
     }
     assert reported == {field for _, field in REGRESSIONS}, replayed.stdout
     # The same recording replayed to the primary's code passes the gate.
-    command[4] = f"http://127.0.0.1:{apps['baseline']}"
+    command[command.index("--to") + 1] = f"http://127.0.0.1:{apps['baseline']}"
     replayed = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     assert "verdict: " in replayed.stdout

@@ -31,6 +31,7 @@ from nfork.control.controller import Controller
 from tests.support.backends import RecordingService, ThreadedBackend
 from tests.support.configs import inbound_json, write_config
 from tests.support.process import TwistdProcess
+from tests.support.waiting import poll_until
 
 TOKEN = "e2e-token-0123456789"
 
@@ -287,6 +288,8 @@ def test_changes_made_through_the_api_survive_a_restart(
         # The token is required, except for /healthz and /metrics.
         assert request(f"{api}/v1/nfork", token=None)[0] == 401
         assert request(f"{api}/v1/nfork", token="wrong")[0] == 401
+        # With worker processes, ready once every worker listens.
+        poll_until(lambda: request(f"{api}/healthz", token=None)[0] == 200, 15)
         assert request(f"{api}/healthz", token=None)[0] == 200
         code, _ = request(
             f"{api}/v1/nfork/e2e/shadow", "PUT", f"127.0.0.1:{backends[1]}"

@@ -37,7 +37,7 @@ from tests.support.backends import (
     ThreadedBackend,
 )
 from tests.support.configs import inbound_config, inbound_json, write_config
-from tests.support.files import temp_dir
+from tests.support.files import recorded_lines, temp_dir
 from tests.support.process import TWISTD, TwistdProcess
 
 EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "syslog_sink.py"
@@ -331,7 +331,7 @@ def test_twistd_writes_the_recording_out_on_sigterm(
         output = twistd.output()
     assert code == 0, output
     assert "Traceback" not in output
-    (record,) = [json.loads(line) for line in recording.read_bytes().splitlines()]
+    (record,) = [json.loads(line) for line in recorded_lines(recording)]
     assert (record["method"], record["uri"], record["body_base64"]) == (
         "POST",
         "/orders",

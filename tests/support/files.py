@@ -17,3 +17,19 @@ def temp_dir(case: Any) -> Path:
     path = Path(tempfile.mkdtemp(prefix="nfork-test-"))
     case.addCleanup(shutil.rmtree, path, True)
     return path
+
+
+def recording_files(path: Path) -> list[Path]:
+    """The files a C{file://} sink at C{path} wrote: C{path} itself, or with
+    worker processes one per worker (C{<stem>.w<k><suffix>})."""
+    files = [path] if path.exists() else []
+    files += sorted(path.parent.glob(f"{path.stem}.w*{path.suffix}"))
+    return files
+
+
+def recorded_lines(path: Path) -> list[bytes]:
+    """Every line a C{file://} sink at C{path} wrote, whichever process wrote it."""
+    lines: list[bytes] = []
+    for file in recording_files(path):
+        lines += file.read_bytes().splitlines()
+    return lines
