@@ -9,6 +9,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,6 +31,7 @@ from nfork.control.configfile import ConfigFile, in_thread_pool
 from nfork.control.controller import Controller
 from tests.support.backends import RecordingService, ThreadedBackend
 from tests.support.configs import inbound_json, write_config
+from tests.support.control_api import control_port, control_request
 from tests.support.process import TwistdProcess
 from tests.support.waiting import poll_until
 
@@ -244,24 +246,8 @@ def backends(threaded_backend: Callable[..., ThreadedBackend]) -> list[int]:
     return [threaded_backend(body="{port}").port for _ in range(2)]
 
 
-def control_port(twistd: TwistdProcess) -> int:
-    match = twistd.wait_for_line(r"control API listening on .*port=(\d+)")
-    return int(match.group(1))
-
-
-def request(
-    url: str, method: str = "GET", body: Any = None, token: str | None = TOKEN
-) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    if body is not None:
-        headers["Content-Type"] = "application/json"
-    req = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+request = partial(control_request, token=TOKEN)
+"""Calls with the test's token unless told otherwise."""
 
 
 def test_changes_made_through_the_api_survive_a_restart(

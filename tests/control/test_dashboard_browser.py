@@ -12,13 +12,10 @@ the documentation's).
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import shutil
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ import pytest
 
 from tests.support.backends import ThreadedBackend
 from tests.support.configs import inbound_json, write_config
+from tests.support.control_api import control_port, control_request
 from tests.support.process import TwistdProcess
 
 webdriver = pytest.importorskip(
@@ -83,24 +81,7 @@ def browser() -> Iterator[WebDriver]:
         driver.quit()
 
 
-def control_port(twistd: TwistdProcess) -> int:
-    match = twistd.wait_for_line(r"control API listening on .*port=(\d+)")
-    return int(match.group(1))
-
-
-def request(
-    url: str, method: str = "GET", body: Any = None, token: str | None = None
-) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    if body is not None:
-        headers["Content-Type"] = "application/json"
-    req = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+request = control_request
 
 
 class Traffic:
