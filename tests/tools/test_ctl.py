@@ -42,6 +42,7 @@ from nfork.tools.ctl import (
 from nfork.tools.ctl_tables import stats_table
 from tests.support.backends import ThreadedBackend
 from tests.support.configs import inbound_json
+from tests.support.ctl import run_ctl
 from tests.support.running_nfork import RunningNfork, running_nfork
 from tests.support.waiting import poll_until
 
@@ -118,15 +119,7 @@ class CtlTests(TestCase):
         options = ["--control", self.running.control]
         if token:
             options += ["--token-file", self.running.token_file]
-        args = parser().parse_args(["ctl", *options, *argv])
-        stdout, stderr = io.StringIO(), io.StringIO()
-        command = ctl_main(reactor, ctl_options(args, {}), stdout=stdout, stderr=stderr)
-        try:
-            yield Deferred.fromCoroutine(command)
-            status = 0
-        except SystemExit as e:
-            status = cast(int, e.code)
-        return status, stdout.getvalue(), stderr.getvalue()
+        return (yield Deferred.fromCoroutine(run_ctl(*options, *argv)))
 
     @inlineCallbacks
     def succeed(self, *argv: str) -> Any:

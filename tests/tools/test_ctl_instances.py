@@ -8,7 +8,6 @@ runs the real C{nfork} command, for C{add -} reading standard input once.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import socket
@@ -16,18 +15,18 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import pytest
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from nfork.tools.cli import parser
-from nfork.tools.ctl import ctl_main, ctl_options
+from nfork.tools.ctl import ctl_options
 from tests.support.backends import ThreadedBackend
 from tests.support.configs import inbound_json
+from tests.support.ctl import run_ctl
 from tests.support.running_nfork import RunningNfork, running_nfork
 
 TOKEN = "ctl-instances-token-0123456789"
@@ -99,15 +98,7 @@ class SeveralInstancesTests(TestCase):
         for control in self.instances.controls if controls is None else controls:
             options += ["--control", control]
         options += ["--token-file", self.instances.token_file]
-        args = parser().parse_args(["ctl", *options, *argv])
-        stdout, stderr = io.StringIO(), io.StringIO()
-        command = ctl_main(reactor, ctl_options(args, {}), stdout=stdout, stderr=stderr)
-        try:
-            yield Deferred.fromCoroutine(command)
-            status = 0
-        except SystemExit as e:
-            status = cast(int, e.code)
-        return status, stdout.getvalue(), stderr.getvalue()
+        return (yield Deferred.fromCoroutine(run_ctl(*options, *argv)))
 
     @inlineCallbacks
     def test_activate_switches_every_instance_and_reports_each(self) -> Any:
