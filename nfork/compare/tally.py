@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from attrs import define, field
 
@@ -350,24 +350,10 @@ class Tally:
         return counts
 
     def _endpoint(self, counts: _Candidate, endpoint: str) -> _Endpoint:
-        place = counts.endpoints.get(endpoint)
-        if place is None:
-            if len(counts.endpoints) >= self.max_endpoints:
-                endpoint = OTHER
-                place = counts.endpoints.get(OTHER)
-            if place is None:
-                place = counts.endpoints[endpoint] = _Endpoint()
-        return place
+        return _bounded(counts.endpoints, endpoint, self.max_endpoints, _Endpoint)
 
     def _field(self, place: _Endpoint, name: str) -> _Field:
-        stats = place.fields.get(name)
-        if stats is None:
-            if len(place.fields) >= self.max_fields:
-                name = OTHER
-                stats = place.fields.get(OTHER)
-            if stats is None:
-                stats = place.fields[name] = _Field()
-        return stats
+        return _bounded(place.fields, name, self.max_fields, _Field)
 
     def _sample(
         self,
@@ -449,3 +435,19 @@ def _clip(value: object) -> object:
     elif isinstance(value, str) and len(value) > SAMPLE_VALUE:
         return value[:SAMPLE_VALUE] + "..."
     return value
+
+
+_V = TypeVar("_V")
+
+
+def _bounded(entries: dict[str, _V], key: str, limit: int, new: Callable[[], _V]) -> _V:
+    """The entry for C{key}, created if there is room; past C{limit} entries,
+    new keys share the entry L{OTHER}."""
+    entry = entries.get(key)
+    if entry is None:
+        if len(entries) >= limit:
+            key = OTHER
+            entry = entries.get(OTHER)
+        if entry is None:
+            entry = entries[key] = new()
+    return entry
